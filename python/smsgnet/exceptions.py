@@ -1,0 +1,172 @@
+"""Every exception smsgnet raises, in one tree.
+
+::
+
+    SmsgnetError
+    ├── ConfigError (ValueError)          you configured it wrong
+    ├── InvalidKeyError (ValueError)      a key of the wrong length, or a low-order peer key
+    ├── IdentityError                     the identity on disk is missing, unreadable or corrupt
+    ├── SealError (ValueError)            what you asked to seal cannot be sealed
+    ├── SmsgError                         a frame could not be opened (the peer sent garbage)
+    │   ├── FrameTruncatedError           the frame ends inside its container header
+    │   ├── BadMagicError                 the frame does not start with "SMSG"
+    │   ├── UnsupportedContainerVersionError
+    │   ├── HeaderTooLargeError           declared header length above 16 MiB
+    │   ├── InvalidHeaderError            header not a JSON object, or its checksum is wrong
+    │   ├── UnsupportedCompressionError   header asks for gzip/zstd
+    │   ├── UnsupportedFormatError        header asks for format v2
+    │   ├── AuthenticationFailedError     the AEAD tag did not verify (says nothing more)
+    │   ├── InvalidEnvelopeError          decrypted bytes are not an SMSG envelope
+    │   └── InvalidMessageError           the envelope body is not a transport Message
+    ├── ProtocolError                     the peer broke the protocol outside a frame
+    ├── HandshakeError                    the handshake did not complete
+    │   ├── HandshakeRefused              the peer said accepted:false (``.reason``)
+    │   ├── HandshakeTimeout              it did not finish in time
+    │   └── PeerAuthenticationError       the peer's identity or proof is wrong
+    ├── TransportError                    the transport cannot do what you asked
+    │   ├── NotConnectedError             no connection to that peer
+    │   └── ConnectionClosedError         the connection closed (``.code``, ``.reason``)
+    └── RegistryError                     the peer registry refused a change
+
+"Authentication failed" errors deliberately say nothing about where the
+frame went wrong.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SmsgnetError",
+    "ConfigError",
+    "InvalidKeyError",
+    "IdentityError",
+    "SealError",
+    "SmsgError",
+    "FrameTruncatedError",
+    "BadMagicError",
+    "UnsupportedContainerVersionError",
+    "HeaderTooLargeError",
+    "InvalidHeaderError",
+    "UnsupportedCompressionError",
+    "UnsupportedFormatError",
+    "AuthenticationFailedError",
+    "InvalidEnvelopeError",
+    "InvalidMessageError",
+    "ProtocolError",
+    "HandshakeError",
+    "HandshakeRefused",
+    "HandshakeTimeout",
+    "PeerAuthenticationError",
+    "TransportError",
+    "NotConnectedError",
+    "ConnectionClosedError",
+    "RegistryError",
+]
+
+
+class SmsgnetError(Exception):
+    """Base class of every error smsgnet raises."""
+
+
+class ConfigError(SmsgnetError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class InvalidKeyError(SmsgnetError, ValueError):
+    """A key has the wrong length or encoding, or the peer key is a low-order point."""
+
+
+class IdentityError(SmsgnetError):
+    """The node identity on disk is missing, unreadable, or does not match its key."""
+
+
+class SealError(SmsgnetError, ValueError):
+    """The message cannot be sealed (for example, it is not valid UTF-8)."""
+
+
+class SmsgError(SmsgnetError):
+    """A frame could not be opened. Subclasses say what was wrong."""
+
+
+class FrameTruncatedError(SmsgError):
+    """The frame ends before its container header is complete."""
+
+
+class BadMagicError(SmsgError):
+    """The frame does not start with the magic bytes ``SMSG``."""
+
+
+class UnsupportedContainerVersionError(SmsgError):
+    """The container version byte is not 0x02."""
+
+
+class HeaderTooLargeError(SmsgError):
+    """The frame declares a header longer than 16 MiB."""
+
+
+class InvalidHeaderError(SmsgError):
+    """The container header is not a JSON object, or its checksum does not match."""
+
+
+class UnsupportedCompressionError(SmsgError):
+    """The header asks for a compression (gzip, zstd) the transport never uses."""
+
+
+class UnsupportedFormatError(SmsgError):
+    """The header asks for a payload format (v2) the transport never uses."""
+
+
+class AuthenticationFailedError(SmsgError):
+    """The frame did not authenticate: wrong key or altered bytes."""
+
+
+class InvalidEnvelopeError(SmsgError):
+    """The decrypted payload is not an SMSG envelope with a ``body``."""
+
+
+class InvalidMessageError(SmsgError):
+    """The envelope's body is not a transport Message."""
+
+
+class ProtocolError(SmsgnetError):
+    """The peer broke the protocol (wrong frame type, bad handshake JSON, ...)."""
+
+
+class HandshakeError(SmsgnetError):
+    """The handshake did not complete."""
+
+
+class HandshakeRefused(HandshakeError):
+    """The responder answered ``accepted: false``; ``reason`` is its reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"handshake refused by peer: {reason}")
+        self.reason = reason
+
+
+class HandshakeTimeout(HandshakeError, TimeoutError):
+    """The handshake did not finish within the configured time."""
+
+
+class PeerAuthenticationError(HandshakeError):
+    """The peer's identity is inconsistent, or it could not prove it holds its key."""
+
+
+class TransportError(SmsgnetError):
+    """The transport cannot do what was asked (not started, stopped, ...)."""
+
+
+class NotConnectedError(TransportError, LookupError):
+    """There is no live connection to that peer."""
+
+
+class ConnectionClosedError(TransportError):
+    """The connection is closed; ``code`` and ``reason`` say how, when known."""
+
+    def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class RegistryError(SmsgnetError):
+    """The peer registry refused a change, or its file could not be used."""

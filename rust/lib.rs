@@ -1,0 +1,17 @@
+//! smsgnet's native core: the parts of the transport that touch every frame.
+//!
+//! Every module here is pure Rust with no Python in it and is unit-tested with
+//! `cargo test`. The PyO3 bindings live in `python/` and are compiled only with
+//! the `python` feature (maturin turns it on).
+
+pub mod dedup;
+pub mod error;
+pub mod handshake_crypto;
+pub mod keys;
+pub mod ratelimit;
+pub mod receive;
+pub mod rfc3339;
+pub mod smsg;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,398 @@
+//! PyO3 bindings: `smsgnet._core`. Thin wrappers over the pure-Rust modules;
+//! every error goes through `errors::to_py_err`.
+
+mod errors;
+
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyString};
+
+use crate::dedup::Deduplicator as CoreDedup;
+use crate::ratelimit::TokenBucket as CoreBucket;
+use crate::receive::{self, ReplayWindow, Verdict};
+use crate::smsg::{self, Cipher, LARGE_FRAME, NONCE_LEN};
+use crate::{handshake_crypto, keys, rfc3339};
+use errors::to_py_err;
+
+/// Borrow the bytes of a `bytes` or `str` (UTF-8) argument, or copy a `bytearray`.
+enum Text<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Text<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Text::Borrowed(b) => b,
+            Text::Owned(v) => v,
+        }
+    }
+}
+
+fn text_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str, allow_str: bool) -> PyResult<Text<'a>> {
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return Ok(Text::Borrowed(b.as_bytes()));
+    }
+    if allow_str {
+        if let Ok(s) = obj.downcast::<PyString>() {
+            return Ok(Text::Borrowed(s.to_str()?.as_bytes()));
+        }
+    }
+    if let Ok(b) = obj.downcast::<PyByteArray>() {
+        return Ok(Text::Owned(b.to_vec()));
+    }
+    let want = if allow_str { "bytes or str" } else { "bytes" };
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "{what} must be {want}, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+fn now_or_clock(now: Option<f64>) -> PyResult<f64> {
+    match now {
+        Some(t) if t.is_finite() => Ok(t),
+        Some(_) => Err(PyValueError::new_err("now must be a finite number")),
+        None => Ok(match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_secs_f64(),
+            Err(_) => 0.0,
+        }),
+    }
+}
+
+#[pyfunction]
+fn generate_keypair(py: Python<'_>) -> PyResult<(Py<PyBytes>, Py<PyBytes>)> {
+    let (private, public) = keys::generate_keypair().map_err(to_py_err)?;
+    Ok((PyBytes::new(py, &private[..]).unbind(), PyBytes::new(py, &public).unbind()))
+}
+
+#[pyfunction]
+fn public_key<'py>(py: Python<'py>, private: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    Ok(PyBytes::new(py, &keys::public_key(private).map_err(to_py_err)?))
+}
+
+#[pyfunction]
+fn node_id(public: &[u8]) -> PyResult<String> {
+    keys::node_id(public).map_err(to_py_err)
+}
+
+#[pyfunction]
+fn derive_shared_secret<'py>(
+    py: Python<'py>,
+    private: &[u8],
+    peer_public: &[u8],
+) -> PyResult<Bound<'py, PyBytes>> {
+    let secret = keys::derive_shared_secret(private, peer_public).map_err(to_py_err)?;
+    Ok(PyBytes::new(py, &secret[..]))
+}
+
+#[pyfunction]
+fn sign_challenge<'py>(py: Python<'py>, challenge: &[u8], shared_secret: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &handshake_crypto::sign_challenge(challenge, shared_secret))
+}
+
+#[pyfunction]
+fn verify_challenge(challenge: &[u8], response: &[u8], shared_secret: &[u8]) -> bool {
+    handshake_crypto::verify_challenge(challenge, response, shared_secret)
+}
+
+/// SMSG password: base64 of the shared secret (for tests and vectors).
+#[pyfunction]
+fn smsg_password(shared_secret: &[u8]) -> String {
+    smsg::password(shared_secret)
+}
+
+/// The XOR keystream for a nonce (for tests and vectors).
+#[pyfunction]
+fn keystream<'py>(py: Python<'py>, nonce: &[u8], length: usize) -> PyResult<Bound<'py, PyBytes>> {
+    let nonce: &[u8; NONCE_LEN] =
+        nonce.try_into().map_err(|_| PyValueError::new_err("nonce must be 24 bytes"))?;
+    Ok(PyBytes::new(py, &smsg::keystream(nonce, length)))
+}
+
+/// The plaintext envelope the reference builds around a message (for tests and vectors).
+#[pyfunction]
+fn envelope<'py>(py: Python<'py>, message_json: &Bound<'py, PyAny>, timestamp: i64) -> PyResult<Bound<'py, PyBytes>> {
+    let text = text_arg(message_json, "message_json", true)?;
+    Ok(PyBytes::new(py, &smsg::envelope(text.as_slice(), timestamp)))
+}
+
+/// UNIX seconds of an RFC 3339 `ts`, or None when it does not parse.
+#[pyfunction]
+fn parse_timestamp(ts: &str) -> Option<f64> {
+    rfc3339::parse_unix_seconds(ts)
+}
+
+/// Seals and opens SMSG frames for one pair of nodes.
+#[pyclass(module = "smsgnet._core", frozen)]
+struct SmsgCipher {
+    inner: Arc<Cipher>,
+}
+
+#[pymethods]
+impl SmsgCipher {
+    #[new]
+    fn new(shared_secret: &[u8]) -> PyResult<Self> {
+        Ok(SmsgCipher { inner: Arc::new(Cipher::new(shared_secret).map_err(to_py_err)?) })
+    }
+
+    #[pyo3(signature = (message_json, *, nonce=None, timestamp=None))]
+    fn seal<'py>(
+        &self,
+        py: Python<'py>,
+        message_json: &Bound<'py, PyAny>,
+        nonce: Option<&[u8]>,
+        timestamp: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let text = text_arg(message_json, "message_json", true)?;
+        let nonce: [u8; NONCE_LEN] = match nonce {
+            Some(n) => n.try_into().map_err(|_| PyValueError::new_err(format!("nonce must be 24 bytes, got {}", n.len())))?,
+            None => smsg::random_nonce().map_err(to_py_err)?,
+        };
+        let timestamp = timestamp.unwrap_or_else(smsg::unix_seconds);
+        let msg = text.as_slice();
+        let frame = if msg.len() >= LARGE_FRAME {
+            let cipher = &self.inner;
+            py.allow_threads(|| cipher.seal(msg, &nonce, timestamp))
+        } else {
+            self.inner.seal(msg, &nonce, timestamp)
+        }
+        .map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &frame))
+    }
+
+    fn open<'py>(&self, py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let frame = text_arg(frame, "frame", false)?;
+        let frame = frame.as_slice();
+        let body = if frame.len() >= LARGE_FRAME {
+            let cipher = &self.inner;
+            py.allow_threads(|| cipher.open(frame))
+        } else {
+            self.inner.open(frame)
+        }
+        .map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &body))
+    }
+}
+
+/// Token bucket: `burst` tokens, refilled continuously at `rate` per second.
+#[pyclass(module = "smsgnet._core")]
+struct TokenBucket {
+    inner: CoreBucket,
+}
+
+#[pymethods]
+impl TokenBucket {
+    #[new]
+    fn new(burst: u32, rate: f64) -> PyResult<Self> {
+        Ok(TokenBucket { inner: CoreBucket::new(burst, rate).map_err(PyValueError::new_err)? })
+    }
+
+    #[pyo3(signature = (now=None))]
+    fn allow(&mut self, now: Option<f64>) -> PyResult<bool> {
+        Ok(self.inner.allow(now_or_clock(now)?))
+    }
+
+    #[pyo3(signature = (now=None))]
+    fn tokens(&mut self, now: Option<f64>) -> PyResult<f64> {
+        Ok(self.inner.tokens(now_or_clock(now)?))
+    }
+
+    #[getter]
+    fn burst(&self) -> u32 {
+        self.inner.burst()
+    }
+
+    #[getter]
+    fn rate(&self) -> f64 {
+        self.inner.rate()
+    }
+}
+
+/// Message IDs remembered for `ttl` seconds, at most `max_entries` of them.
+#[pyclass(module = "smsgnet._core")]
+struct Deduplicator {
+    inner: CoreDedup,
+}
+
+#[pymethods]
+impl Deduplicator {
+    #[new]
+    fn new(ttl: f64, max_entries: usize) -> PyResult<Self> {
+        Ok(Deduplicator { inner: CoreDedup::new(ttl, max_entries).map_err(PyValueError::new_err)? })
+    }
+
+    #[pyo3(signature = (message_id, now=None))]
+    fn check_and_mark(&mut self, message_id: &str, now: Option<f64>) -> PyResult<bool> {
+        Ok(self.inner.check_and_mark(message_id, now_or_clock(now)?))
+    }
+
+    #[pyo3(signature = (message_id, now=None))]
+    fn mark(&mut self, message_id: &str, now: Option<f64>) -> PyResult<()> {
+        self.inner.mark(message_id, now_or_clock(now)?);
+        Ok(())
+    }
+
+    #[pyo3(signature = (message_id, now=None))]
+    fn contains(&self, message_id: &str, now: Option<f64>) -> PyResult<bool> {
+        Ok(self.inner.contains(message_id, now_or_clock(now)?))
+    }
+
+    #[pyo3(signature = (now=None))]
+    fn sweep(&mut self, now: Option<f64>) -> PyResult<usize> {
+        Ok(self.inner.sweep(now_or_clock(now)?))
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[getter]
+    fn ttl(&self) -> f64 {
+        self.inner.ttl()
+    }
+
+    #[getter]
+    fn max_entries(&self) -> usize {
+        self.inner.max_entries()
+    }
+
+    #[getter]
+    fn evicted(&self) -> u64 {
+        self.inner.evicted()
+    }
+}
+
+/// The receive step of one connection: bucket → open → checks → dedup, in one call.
+#[pyclass(module = "smsgnet._core")]
+struct FrameReceiver {
+    cipher: Arc<Cipher>,
+    bucket: Option<Py<TokenBucket>>,
+    dedup: Py<Deduplicator>,
+    window: ReplayWindow,
+    peer_id: Option<String>,
+    last_error: String,
+}
+
+#[pymethods]
+impl FrameReceiver {
+    #[new]
+    #[pyo3(signature = (cipher, dedup, *, bucket=None, max_age=300.0, max_future=60.0, peer_id=None))]
+    fn new(
+        cipher: PyRef<'_, SmsgCipher>,
+        dedup: Py<Deduplicator>,
+        bucket: Option<Py<TokenBucket>>,
+        max_age: f64,
+        max_future: f64,
+        peer_id: Option<String>,
+    ) -> PyResult<Self> {
+        if !(max_age.is_finite() && max_age > 0.0) {
+            return Err(PyValueError::new_err("max_age must be a finite number > 0"));
+        }
+        if !(max_future.is_finite() && max_future >= 0.0) {
+            return Err(PyValueError::new_err("max_future must be a finite number >= 0"));
+        }
+        Ok(FrameReceiver {
+            cipher: Arc::clone(&cipher.inner),
+            bucket,
+            dedup,
+            window: ReplayWindow { max_age, max_future },
+            peer_id,
+            last_error: String::new(),
+        })
+    }
+
+    /// Returns ("ok", message_json) or (drop_reason, None).
+    #[pyo3(signature = (frame, now=None))]
+    fn receive<'py>(
+        &mut self,
+        py: Python<'py>,
+        frame: &Bound<'py, PyAny>,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
+        let now = now_or_clock(now)?;
+        let frame = text_arg(frame, "frame", false)?;
+        let frame = frame.as_slice();
+        if let Some(bucket) = &self.bucket {
+            if !bucket.borrow_mut(py).inner.allow(now) {
+                self.last_error.clear();
+                return Ok((pyo3::intern!(py, "rate_limited").clone(), py.None()));
+            }
+        }
+        let cipher = &self.cipher;
+        let opened = if frame.len() >= LARGE_FRAME {
+            py.allow_threads(|| cipher.open_body(frame))
+        } else {
+            cipher.open_body(frame)
+        };
+        let verdict = match opened {
+            Ok(body) => {
+                let mut dedup = self.dedup.borrow_mut(py);
+                receive::check_message(body, &mut dedup.inner, self.window, self.peer_id.as_deref(), now)
+            }
+            Err(e) => {
+                let reason = match e {
+                    crate::error::CoreError::AuthenticationFailed => receive::DropReason::Undecryptable,
+                    crate::error::CoreError::EnvelopeInvalid(_) => receive::DropReason::InvalidMessage,
+                    _ => receive::DropReason::Malformed,
+                };
+                Verdict::Dropped(reason, e.to_string())
+            }
+        };
+        match verdict {
+            Verdict::Accepted(body) => {
+                self.last_error.clear();
+                Ok((pyo3::intern!(py, "ok").clone(), PyBytes::new(py, &body).into_any().unbind()))
+            }
+            Verdict::Dropped(reason, detail) => {
+                self.last_error = detail;
+                Ok((PyString::intern(py, reason.as_str()), py.None()))
+            }
+        }
+    }
+
+    /// Detail of the last dropped frame ("" when the last frame was accepted).
+    #[getter]
+    fn last_error(&self) -> &str {
+        &self.last_error
+    }
+
+    #[getter]
+    fn peer_id(&self) -> Option<&str> {
+        self.peer_id.as_deref()
+    }
+}
+
+/// Names of every drop reason `FrameReceiver.receive` can return.
+#[pyfunction]
+fn drop_reasons() -> Vec<&'static str> {
+    receive::DropReason::ALL.iter().map(|r| r.as_str()).collect()
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(generate_keypair, m)?)?;
+    m.add_function(wrap_pyfunction!(public_key, m)?)?;
+    m.add_function(wrap_pyfunction!(node_id, m)?)?;
+    m.add_function(wrap_pyfunction!(derive_shared_secret, m)?)?;
+    m.add_function(wrap_pyfunction!(sign_challenge, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_challenge, m)?)?;
+    m.add_function(wrap_pyfunction!(smsg_password, m)?)?;
+    m.add_function(wrap_pyfunction!(keystream, m)?)?;
+    m.add_function(wrap_pyfunction!(envelope, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_timestamp, m)?)?;
+    m.add_function(wrap_pyfunction!(drop_reasons, m)?)?;
+    m.add_class::<SmsgCipher>()?;
+    m.add_class::<TokenBucket>()?;
+    m.add_class::<Deduplicator>()?;
+    m.add_class::<FrameReceiver>()?;
+    m.add("PROTOCOL_VERSION", "1.0")?;
+    m.add("MAX_HEADER_LEN", smsg::MAX_HEADER_LEN)?;
+    errors::add_to_module(m)?;
+    Ok(())
+}
