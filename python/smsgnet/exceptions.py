@@ -24,6 +24,7 @@
     │   ├── HandshakeTimeout              it did not finish in time
     │   └── PeerAuthenticationError       the peer's identity or proof is wrong
     ├── TransportError                    the transport cannot do what you asked
+    │   ├── ConnectFailedError (ConnectionError)  could not reach or upgrade to the peer
     │   ├── NotConnectedError             no connection to that peer
     │   └── ConnectionClosedError         the connection closed (``.code``, ``.reason``)
     └── RegistryError                     the peer registry refused a change
@@ -57,6 +58,7 @@ __all__ = [
     "HandshakeTimeout",
     "PeerAuthenticationError",
     "TransportError",
+    "ConnectFailedError",
     "NotConnectedError",
     "ConnectionClosedError",
     "RegistryError",
@@ -153,6 +155,10 @@ class PeerAuthenticationError(HandshakeError):
 
 class TransportError(SmsgnetError):
     """The transport cannot do what was asked (not started, stopped, ...)."""
+
+
+class ConnectFailedError(TransportError, ConnectionError):
+    """The peer could not be reached, or refused the WebSocket upgrade (e.g. HTTP 503)."""
 
 
 class NotConnectedError(TransportError, LookupError):

@@ -1,0 +1,123 @@
+"""Transport configuration: the seed's defaults, every limit explicit."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from smsgnet.exceptions import ConfigError
+
+__all__ = ["TransportConfig"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportConfig:
+    """How a :class:`~smsgnet.Transport` listens, limits and keeps peers alive.
+
+    ``TransportConfig()`` gives the reference defaults. Every value is checked
+    at construction; an invalid one raises :class:`~smsgnet.ConfigError` naming
+    the field. Durations are in seconds.
+    """
+
+    #: ``HOST:PORT`` to listen on; ``":9091"`` means every interface, port 9091.
+    listen_addr: str = ":9091"
+    #: WebSocket endpoint path.
+    ws_path: str = "/ws"
+    #: PEM certificate and key; when both are set the node serves ``wss://``.
+    tls_cert_path: str | None = None
+    tls_key_path: str | None = None
+    #: CA bundle used to verify ``wss://`` peers we connect to (None: system store).
+    tls_ca_path: str | None = None
+    #: Verify the certificate of ``wss://`` peers. Peers are authenticated by
+    #: their X25519 key in any case; turn off for self-signed reference nodes.
+    tls_verify: bool = True
+    #: Established + pending connections at which new upgrades get HTTP 503.
+    max_conns: int = 100
+    #: Largest WebSocket message accepted, during the handshake too (bytes).
+    max_message_size: int = 1 << 20
+    #: Keepalive: a ping every ``ping_interval``; a connection silent for
+    #: ``ping_interval + pong_timeout`` is closed.
+    ping_interval: float = 30.0
+    pong_timeout: float = 10.0
+    #: Both sides must finish the handshake within this time.
+    handshake_timeout: float = 10.0
+    #: A send that cannot be written within this time closes the connection.
+    write_timeout: float = 10.0
+    #: Per-connection token bucket: burst and refill per second (None: no limit).
+    rate_limit_burst: int | None = 100
+    rate_limit_per_sec: float = 50.0
+    #: Message IDs are remembered this long; frames whose ``ts`` is older are dropped.
+    dedup_ttl: float = 300.0
+    #: Expired IDs are swept this often.
+    dedup_sweep_interval: float = 60.0
+    #: At most this many IDs are remembered (oldest evicted first, see docs).
+    dedup_max_entries: int = 200_000
+    #: Frames whose ``ts`` is further than this in the future are dropped.
+    max_clock_skew: float = 60.0
+    #: Also pass ping/pong/disconnect to the message handler.
+    deliver_control_messages: bool = False
+    #: Browser ``Origin`` hosts allowed to connect (no Origin header: allowed).
+    allowed_origin_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
+    #: At most this many drop warnings per connection per minute reach the log.
+    drop_log_per_minute: int = 6
+
+    def __post_init__(self) -> None:
+        def positive(name: str, allow_zero: bool = False) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+            if v < 0 or (v == 0 and not allow_zero):
+                raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v!r}")
+
+        def integer(name: str, minimum: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ConfigError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+        if not isinstance(self.listen_addr, str) or ":" not in self.listen_addr:
+            raise ConfigError(f"listen_addr must look like HOST:PORT, got {self.listen_addr!r}")
+        host, _, port = self.listen_addr.rpartition(":")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"listen_addr port must be 0-65535, got {self.listen_addr!r}")
+        if not isinstance(self.ws_path, str) or not self.ws_path.startswith("/"):
+            raise ConfigError(f"ws_path must start with '/', got {self.ws_path!r}")
+        if (self.tls_cert_path is None) != (self.tls_key_path is None):
+            raise ConfigError("tls_cert_path and tls_key_path must be set together")
+        integer("max_conns", 1)
+        integer("max_message_size", 64)
+        for name in ("ping_interval", "pong_timeout", "handshake_timeout", "write_timeout",
+                     "dedup_ttl", "dedup_sweep_interval"):
+            positive(name)
+        positive("rate_limit_per_sec", allow_zero=True)
+        positive("max_clock_skew", allow_zero=True)
+        if self.rate_limit_burst is not None:
+            integer("rate_limit_burst", 1)
+        integer("dedup_max_entries", 1)
+        integer("drop_log_per_minute", 0)
+        if not isinstance(self.allowed_origin_hosts, tuple):
+            raise ConfigError("allowed_origin_hosts must be a tuple of host names")
+
+    @property
+    def host(self) -> str:
+        """Listen host ('' = every interface); IPv6 brackets removed."""
+        host = self.listen_addr.rpartition(":")[0]
+        return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+    @property
+    def port(self) -> int:
+        """Listen port (0 = pick a free one)."""
+        return int(self.listen_addr.rpartition(":")[2])
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when the node serves ``wss://``."""
+        return self.tls_cert_path is not None
+
+    @property
+    def idle_limit(self) -> float:
+        """Silence after which a connection is closed: ping interval + pong timeout."""
+        return self.ping_interval + self.pong_timeout
+
+    def as_dict(self) -> dict[str, object]:
+        """Every field and its value (for docs and logs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,0 +1,275 @@
+"""The transport Message (PROTOCOL.md §3) and the built-in payloads (§6).
+
+A :class:`Message` serialises to exactly the JSON the reference nodes write:
+keys in the order ``id, type, from, to, ts, payload, replyTo``, compact, no HTML
+escaping, ``replyTo`` left out when empty. Encoding is one ``orjson.dumps``;
+decoding is one ``orjson.loads``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import orjson
+
+from smsgnet.exceptions import InvalidMessageError
+
+__all__ = [
+    "Message",
+    "MessageType",
+    "DisconnectCode",
+    "ErrorCode",
+    "format_timestamp",
+    "parse_timestamp",
+    "b64encode",
+    "b64decode",
+]
+
+
+class MessageType(StrEnum):
+    """Message types the reference nodes use. Any other string passes through too."""
+
+    HANDSHAKE = "handshake"
+    HANDSHAKE_ACK = "handshake_ack"
+    PING = "ping"
+    PONG = "pong"
+    DISCONNECT = "disconnect"
+    GET_STATS = "get_stats"
+    STATS = "stats"
+    START_MINER = "start_miner"
+    STOP_MINER = "stop_miner"
+    MINER_ACK = "miner_ack"
+    DEPLOY = "deploy"
+    DEPLOY_ACK = "deploy_ack"
+    GET_LOGS = "get_logs"
+    LOGS = "logs"
+    ERROR = "error"
+
+
+#: Types the transport answers itself (they reach the handler only when
+#: ``TransportConfig.deliver_control_messages`` is set).
+CONTROL_TYPES = frozenset({"ping", "pong", "disconnect", "handshake", "handshake_ack"})
+
+
+class DisconnectCode(IntEnum):
+    """Codes carried by a ``disconnect`` message."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    TIMEOUT = 1003
+    SHUTDOWN = 1004
+
+
+class ErrorCode(IntEnum):
+    """Codes carried by an ``error`` message."""
+
+    UNKNOWN = 1000
+    INVALID_MESSAGE = 1001
+    UNAUTHORIZED = 1002
+    NOT_FOUND = 1003
+    OPERATION_FAILED = 1004
+    TIMEOUT = 1005
+
+
+def format_timestamp(ns: int | None = None, *, utc_offset_minutes: int = 0) -> str:
+    """RFC 3339 as Go's ``time.RFC3339Nano`` prints it.
+
+    Fractional seconds lose their trailing zeros (no fraction at all when zero);
+    the zone is ``Z`` or ``±hh:mm``. ``ns`` is UNIX time in nanoseconds
+    (default: now).
+    """
+    if ns is None:
+        ns = time.time_ns()
+    offset_s = utc_offset_minutes * 60
+    secs, frac = divmod(ns + offset_s * 1_000_000_000, 1_000_000_000)
+    t = time.gmtime(secs)
+    out = "%04d-%02d-%02dT%02d:%02d:%02d" % t[:6]
+    if frac:
+        out += "." + ("%09d" % frac).rstrip("0")
+    if utc_offset_minutes == 0:
+        return out + "Z"
+    sign = "+" if utc_offset_minutes > 0 else "-"
+    h, m = divmod(abs(utc_offset_minutes), 60)
+    return f"{out}{sign}{h:02d}:{m:02d}"
+
+
+def parse_timestamp(ts: str) -> _dt.datetime:
+    """Parse an RFC 3339 ``ts`` (0–9 fractional digits) into an aware datetime.
+
+    Precision beyond microseconds is truncated. Raises :class:`ValueError`.
+    """
+    from smsgnet import _core
+
+    seconds = _core.parse_timestamp(ts)
+    if seconds is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {ts!r}")
+    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding: how byte strings travel inside payloads."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Strict standard base64 (padding required; URL-safe alphabet refused)."""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, AttributeError) as e:
+        raise ValueError(f"invalid base64: {e}") from None
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+_FIELDS = ("id", "type", "from", "to", "ts")
+
+
+@dataclass(slots=True)
+class Message:
+    """One transport message.
+
+    ``payload`` is any JSON-serialisable value (``None`` encodes as ``null``),
+    or an ``orjson.Fragment`` holding raw JSON bytes that are embedded as they
+    are. ``from_`` is the JSON key ``from``; ``reply_to`` is ``replyTo``.
+    """
+
+    type: str
+    payload: Any = None
+    from_: str = ""
+    to: str = ""
+    id: str = field(default_factory=_new_id)
+    ts: str = field(default_factory=format_timestamp)
+    reply_to: str = ""
+
+    @classmethod
+    def new(cls, type: str, from_: str, to: str = "", payload: Any = None) -> Message:
+        """A new message with a fresh UUID v4 and the current time."""
+        return cls(type=str(type), payload=payload, from_=from_, to=to)
+
+    def reply(self, type: str, payload: Any = None, *, from_: str | None = None) -> Message:
+        """A new message answering this one: ``to`` is our sender, ``replyTo`` our id."""
+        return Message(
+            type=str(type),
+            payload=payload,
+            from_=self.to if from_ is None else from_,
+            to=self.from_,
+            reply_to=self.id,
+        )
+
+    # -- JSON ---------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a dict in wire key order."""
+        d: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "from": self.from_,
+            "to": self.to,
+            "ts": self.ts,
+            "payload": self.payload,
+        }
+        if self.reply_to:
+            d["replyTo"] = self.reply_to
+        return d
+
+    def to_json(self) -> bytes:
+        """Compact JSON bytes exactly as the reference writes them.
+
+        orjson already leaves ``<``, ``>``, ``&`` unescaped; U+2028 and U+2029
+        are then written as ``\\u2028``/``\\u2029`` as Go does.
+        """
+        out = orjson.dumps(self.to_dict())
+        if b"\xe2\x80" in out:
+            out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
+        return out
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Message:
+        """Parse a Message; keys may come in any order. Raises InvalidMessageError."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            raise InvalidMessageError(f"message is not JSON: {e}") from None
+        return cls.from_dict(obj)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Message:
+        """Build a Message from a parsed JSON object. Raises InvalidMessageError."""
+        if not isinstance(obj, dict):
+            raise InvalidMessageError("message is not a JSON object")
+        get = obj.get
+        values = []
+        for key in _FIELDS:
+            v = get(key)
+            if v is None:
+                v = ""
+            elif not isinstance(v, str):
+                raise InvalidMessageError(f"message field {key!r} must be a string")
+            values.append(v)
+        reply_to = get("replyTo") or ""
+        if not isinstance(reply_to, str):
+            raise InvalidMessageError("message field 'replyTo' must be a string")
+        return cls(
+            id=values[0],
+            type=values[1],
+            from_=values[2],
+            to=values[3],
+            ts=values[4],
+            payload=get("payload"),
+            reply_to=reply_to,
+        )
+
+    # -- helpers --------------------------------------------------------------
+
+    @property
+    def timestamp(self) -> _dt.datetime:
+        """``ts`` as an aware datetime (raises ValueError if it does not parse)."""
+        return parse_timestamp(self.ts)
+
+    def payload_dict(self) -> dict[str, Any]:
+        """The payload as a dict; raises InvalidMessageError if it is not an object."""
+        p = self.payload
+        if isinstance(p, orjson.Fragment):
+            p = orjson.loads(p.contents)
+        if not isinstance(p, Mapping):
+            raise InvalidMessageError(f"{self.type} payload must be a JSON object")
+        return dict(p)
+
+    # -- built-in payloads ------------------------------------------------------
+
+    @classmethod
+    def ping(cls, from_: str, to: str, sent_at_ms: int | None = None) -> Message:
+        """``ping`` with ``{"sentAt": unix ms}``."""
+        if sent_at_ms is None:
+            sent_at_ms = time.time_ns() // 1_000_000
+        return cls(type="ping", payload={"sentAt": sent_at_ms}, from_=from_, to=to)
+
+    def pong(self, received_at_ms: int | None = None) -> Message:
+        """The ``pong`` answering this ping: echoes ``sentAt``, adds ``receivedAt``."""
+        if received_at_ms is None:
+            received_at_ms = time.time_ns() // 1_000_000
+        sent_at = self.payload.get("sentAt", 0) if isinstance(self.payload, dict) else 0
+        return self.reply("pong", {"sentAt": sent_at, "receivedAt": received_at_ms})
+
+    @classmethod
+    def disconnect(cls, from_: str, to: str, reason: str, code: int) -> Message:
+        """``disconnect`` with ``{"reason", "code"}``."""
+        return cls(type="disconnect", payload={"reason": reason, "code": int(code)}, from_=from_, to=to)
+
+    def error_reply(self, code: int, message: str, details: str = "") -> Message:
+        """An ``error`` answering this message: ``{"code", "message", "details"?}``."""
+        payload: dict[str, Any] = {"code": int(code), "message": message}
+        if details:
+            payload["details"] = details
+        return self.reply("error", payload)
