@@ -54,6 +54,9 @@ class TransportConfig:
     dedup_max_entries: int = 200_000
     #: Frames whose ``ts`` is further than this in the future are dropped.
     max_clock_skew: float = 60.0
+    #: Drop frames whose ``from`` is neither empty nor the connected peer's ID.
+    #: Off by default: a relayed broadcast keeps its originator in ``from``.
+    strict_sender: bool = False
     #: Also pass ping/pong/disconnect to the message handler.
     deliver_control_messages: bool = False
     #: Browser ``Origin`` hosts allowed to connect (no Origin header: allowed).

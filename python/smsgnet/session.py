@@ -55,7 +55,7 @@ class Session:
             bucket=bucket,
             max_age=config.dedup_ttl,
             max_future=config.max_clock_skew,
-            peer_id=peer_id,
+            peer_id=peer_id if config.strict_sender else None,
         )
         self.dedup = dedup
         self.drops: Counter[str] = Counter()

@@ -1,0 +1,249 @@
+"""Type stub of the native core ``smsgnet._core`` (Rust, PyO3).
+
+This stub is the contract: tests/core/test_core_stub.py runs mypy's stubtest
+against the built module and checks that the public names match exactly.
+
+Conventions of the module:
+
+* Keys and secrets are 32 raw ``bytes``; any other length raises
+  :class:`InvalidKeyError` (a ``ValueError``); anything but ``bytes`` raises ``TypeError``.
+* ``now`` arguments are seconds on any clock that does not jump (``time.time()``
+  when omitted); a NaN or infinite ``now`` raises ``ValueError``.
+* Opening a frame raises a subclass of :class:`SmsgError` (the peer's fault);
+  wrong arguments raise ``ValueError``/``TypeError`` subclasses (the caller's fault).
+"""
+
+from typing import Final, final
+
+from smsgnet.exceptions import AuthenticationFailedError as AuthenticationFailedError
+from smsgnet.exceptions import BadMagicError as BadMagicError
+from smsgnet.exceptions import FrameTruncatedError as FrameTruncatedError
+from smsgnet.exceptions import HeaderTooLargeError as HeaderTooLargeError
+from smsgnet.exceptions import InvalidEnvelopeError as InvalidEnvelopeError
+from smsgnet.exceptions import InvalidHeaderError as InvalidHeaderError
+from smsgnet.exceptions import InvalidKeyError as InvalidKeyError
+from smsgnet.exceptions import InvalidMessageError as InvalidMessageError
+from smsgnet.exceptions import SealError as SealError
+from smsgnet.exceptions import SmsgError as SmsgError
+from smsgnet.exceptions import UnsupportedCompressionError as UnsupportedCompressionError
+from smsgnet.exceptions import UnsupportedContainerVersionError as UnsupportedContainerVersionError
+from smsgnet.exceptions import UnsupportedFormatError as UnsupportedFormatError
+
+__all__ = [
+    "generate_keypair",
+    "public_key",
+    "node_id",
+    "derive_shared_secret",
+    "sign_challenge",
+    "verify_challenge",
+    "smsg_password",
+    "keystream",
+    "envelope",
+    "parse_timestamp",
+    "drop_reasons",
+    "SmsgCipher",
+    "TokenBucket",
+    "Deduplicator",
+    "FrameReceiver",
+    "PROTOCOL_VERSION",
+    "MAX_HEADER_LEN",
+    "SmsgError",
+    "InvalidKeyError",
+    "SealError",
+    "FrameTruncatedError",
+    "BadMagicError",
+    "UnsupportedContainerVersionError",
+    "HeaderTooLargeError",
+    "InvalidHeaderError",
+    "UnsupportedCompressionError",
+    "UnsupportedFormatError",
+    "AuthenticationFailedError",
+    "InvalidEnvelopeError",
+    "InvalidMessageError",
+]
+
+#: The handshake protocol version, ``"1.0"``.
+PROTOCOL_VERSION: Final[str]
+#: Largest container header length a frame may declare (16 MiB).
+MAX_HEADER_LEN: Final[int]
+
+# ---------------------------------------------------------------------------
+# Keys and the handshake
+
+def generate_keypair() -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair from the OS generator: ``(private, public)``, 32 bytes each.
+
+    Raises ``OSError`` if the OS random generator fails.
+    """
+
+def public_key(private: bytes) -> bytes:
+    """The X25519 public key of a 32-byte private scalar (clamped internally)."""
+
+def node_id(public: bytes) -> str:
+    """Node ID: lowercase hex of the first 16 bytes of SHA-256(public key), 32 characters."""
+
+def derive_shared_secret(private: bytes, peer_public: bytes) -> bytes:
+    """SHA-256(X25519(private, peer_public)): the 32-byte secret of a pair of nodes.
+
+    Raises :class:`InvalidKeyError` for a key that is not 32 bytes and for a
+    low-order peer key (all-zero X25519 result). Decode the peer's base64
+    ``publicKey`` strictly (standard alphabet, padded) before calling this.
+    """
+
+def sign_challenge(challenge: bytes, shared_secret: bytes) -> bytes:
+    """HMAC-SHA256(key=shared_secret, message=challenge): the 32-byte challenge response."""
+
+def verify_challenge(challenge: bytes, response: bytes, shared_secret: bytes) -> bool:
+    """Constant-time check of a challenge response. False for any wrong length."""
+
+# ---------------------------------------------------------------------------
+# SMSG frames
+
+def smsg_password(shared_secret: bytes) -> str:
+    """The SMSG password: standard base64 of the shared secret (tests and vectors)."""
+
+def keystream(nonce: bytes, length: int) -> bytes:
+    """The first ``length`` bytes of the XOR keystream for a 24-byte nonce (tests and vectors).
+
+    Raises ``ValueError`` for a nonce that is not 24 bytes.
+    """
+
+def envelope(message_json: bytes | bytearray | str, timestamp: int) -> bytes:
+    """The plaintext envelope ``{"body":"<escaped message>","timestamp":N}`` (tests and vectors).
+
+    The body is escaped as Go's ``json.Marshal`` does (``<``, ``>``, ``&``,
+    U+2028, U+2029 and control characters as ``\\uXXXX``). The input is not
+    checked for UTF-8.
+    """
+
+@final
+class SmsgCipher:
+    """Seals and opens SMSG frames for one pair of nodes.
+
+    Derive it once per connection from the shared secret; it is immutable and
+    safe to share between threads. Inputs of 64 KiB or more are processed with
+    the GIL released.
+    """
+
+    def __new__(cls, shared_secret: bytes) -> SmsgCipher:
+        """Raises :class:`InvalidKeyError` unless the secret is 32 bytes."""
+
+    def seal(
+        self,
+        message_json: bytes | bytearray | str,
+        *,
+        nonce: bytes | None = None,
+        timestamp: int | None = None,
+    ) -> bytes:
+        """Seal one transport Message JSON into a frame.
+
+        ``nonce`` (24 bytes, random by default) and ``timestamp`` (UNIX seconds
+        of the envelope, now by default) are for tests and vectors only.
+        Raises :class:`SealError` for text that is not valid UTF-8 and
+        ``ValueError`` for a nonce that is not 24 bytes.
+        """
+
+    def open(self, frame: bytes | bytearray) -> bytes:
+        """Open a frame and return the transport Message JSON it carries.
+
+        Raises a subclass of :class:`SmsgError` for anything a peer could send
+        wrong; :class:`AuthenticationFailedError` says nothing more than that.
+        """
+
+# ---------------------------------------------------------------------------
+# Per-connection state
+
+@final
+class TokenBucket:
+    """``burst`` tokens, refilled continuously at ``rate`` tokens per second.
+
+    Time going backwards refills nothing. Raises ``ValueError`` for ``burst``
+    0 or a negative or non-finite ``rate``.
+    """
+
+    def __new__(cls, burst: int, rate: float) -> TokenBucket: ...
+    def allow(self, now: float | None = None) -> bool:
+        """Take one token; False when the bucket is empty."""
+
+    def tokens(self, now: float | None = None) -> float:
+        """Tokens available at ``now`` (refills first, takes nothing)."""
+
+    @property
+    def burst(self) -> int: ...
+    @property
+    def rate(self) -> float: ...
+
+@final
+class Deduplicator:
+    """Message IDs remembered for ``ttl`` seconds, at most ``max_entries`` of them.
+
+    When full, the oldest ID is evicted (counted in :attr:`evicted`); the
+    receive step then refuses frames not newer than anything evicted. Raises
+    ``ValueError`` for a non-positive or non-finite ``ttl`` or ``max_entries`` 0.
+    """
+
+    def __new__(cls, ttl: float, max_entries: int) -> Deduplicator: ...
+    def check_and_mark(self, message_id: str, now: float | None = None) -> bool:
+        """True the first time ``message_id`` is seen within the TTL (and marks it)."""
+
+    def mark(self, message_id: str, now: float | None = None) -> None:
+        """Remember ``message_id`` (IDs of messages this node sends)."""
+
+    def contains(self, message_id: str, now: float | None = None) -> bool:
+        """True when ``message_id`` is remembered and not expired; marks nothing."""
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove every expired ID; returns how many were removed."""
+
+    def len(self) -> int:
+        """Number of IDs held, including expired ones not yet swept."""
+
+    def __len__(self) -> int: ...
+    @property
+    def ttl(self) -> float: ...
+    @property
+    def max_entries(self) -> int: ...
+    @property
+    def evicted(self) -> int:
+        """How many IDs were pushed out because the table was full."""
+
+@final
+class FrameReceiver:
+    """The receive step of one connection, one call per frame:
+    token bucket → open → sender and ``ts`` checks → duplicate check.
+
+    ``bucket`` and ``dedup`` are shared objects (the same dedup table can serve
+    several receivers). ``max_age``/``max_future`` bound the message ``ts``
+    relative to ``now``; keep ``max_age`` at most the dedup TTL. With
+    ``peer_id`` set, a message whose non-empty ``from`` differs is dropped.
+    Raises ``ValueError`` for ``max_age`` <= 0 or ``max_future`` < 0 (or non-finite).
+    """
+
+    def __new__(
+        cls,
+        cipher: SmsgCipher,
+        dedup: Deduplicator,
+        *,
+        bucket: TokenBucket | None = None,
+        max_age: float = 300.0,
+        max_future: float = 60.0,
+        peer_id: str | None = None,
+    ) -> FrameReceiver: ...
+    def receive(self, frame: bytes | bytearray, now: float | None = None) -> tuple[str, bytes | None]:
+        """``("ok", message_json)`` or ``(reason, None)`` with a reason from :func:`drop_reasons`.
+
+        Never raises for anything the peer sends; :attr:`last_error` has the detail.
+        """
+
+    @property
+    def last_error(self) -> str:
+        """Detail of the last frame's drop ("" when it was accepted, rate-limited or a duplicate)."""
+
+    @property
+    def peer_id(self) -> str | None: ...
+
+def drop_reasons() -> list[str]:
+    """Every reason :meth:`FrameReceiver.receive` can return besides ``"ok"``."""
+
+def parse_timestamp(ts: str) -> float | None:
+    """UNIX seconds of an RFC 3339 ``ts`` (``Z`` or ``±hh:mm``, any fraction), or None."""

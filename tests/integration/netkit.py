@@ -1,0 +1,97 @@
+"""Helpers for integration tests: an inbox handler and a hand-driven raw peer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from smsgnet import Message, NodeManager, _core
+from smsgnet.handshake import HandshakeResult, Initiator
+
+
+class Inbox:
+    """A message handler that queues what it receives."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[Any, Message]] = asyncio.Queue()
+
+    def __call__(self, conn: Any, msg: Message) -> None:
+        self.queue.put_nowait((conn, msg))
+
+    async def get(self, timeout: float = 3.0) -> Message:
+        return (await asyncio.wait_for(self.queue.get(), timeout))[1]
+
+    async def nothing_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.queue.get(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+
+class RawPeer:
+    """A hand-driven protocol peer: real websockets, real handshake crypto,
+    every frame chosen by the test. Used to attack and to misbehave."""
+
+    def __init__(self, ws: ClientConnection, node: NodeManager, result: HandshakeResult | None) -> None:
+        self.ws = ws
+        self.node = node
+        self.result = result
+        self.cipher = _core.SmsgCipher(result.shared_secret) if result else None
+
+    @classmethod
+    async def connect(cls, url: str, node: NodeManager | None = None, *, hello: bytes | None = None,
+                      **kw: Any) -> RawPeer:
+        node = node or NodeManager.generate("raw")
+        ws = await connect(url, compression=None, ping_interval=None, proxy=None, **kw)
+        initiator = Initiator(node)
+        await ws.send(hello if hello is not None else initiator.hello(), text=True)
+        ack = await asyncio.wait_for(ws.recv(), 3)
+        result = initiator.receive_ack(ack) if hello is None else None
+        return cls(ws, node, result)
+
+    def message(self, type: str = "note", payload: Any = None, **kw: Any) -> Message:
+        assert self.result is not None
+        return Message(type=type, payload=payload, from_=self.node.node_id, to=self.result.peer.id, **kw)
+
+    def seal(self, msg: Message) -> bytes:
+        assert self.cipher is not None
+        return self.cipher.seal(msg.to_json())
+
+    async def send(self, msg: Message) -> bytes:
+        frame = self.seal(msg)
+        await self.ws.send(frame)
+        return frame
+
+    async def recv_message(self, timeout: float = 3.0) -> Message:
+        assert self.cipher is not None
+        frame = await asyncio.wait_for(self.ws.recv(), timeout)
+        return Message.from_json(self.cipher.open(frame))
+
+    async def recv_until(self, type: str, timeout: float = 3.0) -> Message:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.recv_message(timeout)
+                if msg.type == type:
+                    return msg
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def hello_json(node: NodeManager, **payload_overrides: Any) -> bytes:
+    """A handshake message with fields overridden (for refusals and forgeries)."""
+    msg = orjson.loads(Initiator(node).hello())
+    msg["payload"].update(payload_overrides)
+    return orjson.dumps(msg)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0, step: float = 0.01) -> None:
+    """Poll until predicate() is true (fails the test on timeout)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(step)

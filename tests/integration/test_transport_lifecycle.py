@@ -1,0 +1,130 @@
+"""Keepalive, graceful close, replacement and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+
+import pytest
+from netkit import Inbox, RawPeer, wait_for
+from websockets.exceptions import ConnectionClosed
+
+from smsgnet import ConnectionClosedError, DisconnectCode, Message, NodeManager, Transport, TransportConfig
+
+
+async def test_short_ping_intervals_keep_a_quiet_pair_alive(make_node):
+    b = await make_node("b", ping_interval=0.2, pong_timeout=0.2)
+    a = await make_node("a", ping_interval=0.2, pong_timeout=0.2)
+    conn = await a.connect(b.address)
+    await asyncio.sleep(1.5)  # nearly 4 idle limits with no application traffic
+    assert conn.is_open and a.connected_peers == 1 and b.connected_peers == 1
+    assert conn.ping_ms is not None and conn.ping_ms >= 0
+    assert a.registry.get(b.node.node_id).ping_ms is not None
+
+
+async def test_a_peer_that_stops_answering_is_dropped_within_interval_plus_timeout(make_node):
+    b = await make_node("b", ping_interval=0.3, pong_timeout=0.3)
+    peer = await RawPeer.connect(b.url)  # completes the handshake, then never answers anything
+    await peer.send(peer.message("hello"))  # proves its key once
+    await wait_for(lambda: b.connected_peers == 1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await wait_for(lambda: b.connected_peers == 0, timeout=3.0)
+    assert loop.time() - started <= 0.6 + 0.5
+    # the peer was told why, then closed
+    msgs = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            msgs.append(await peer.recv_message())
+    assert msgs[-1].type == "disconnect" and msgs[-1].payload["code"] == DisconnectCode.TIMEOUT
+
+
+async def test_graceful_close_delivers_its_code_to_the_other_side(make_node):
+    b = await make_node("b")
+    a = await make_node("a")
+    conn = await a.connect(b.address)
+    await wait_for(lambda: b.get_connection(a.node.node_id) is not None)
+    b_side = b.get_connection(a.node.node_id)
+    await conn.graceful_close("done for today", DisconnectCode.GOING_AWAY)
+    await conn.graceful_close("again")  # only once; no error
+    await asyncio.wait_for(b_side.wait_closed(), 3)
+    assert b_side.close_code == DisconnectCode.GOING_AWAY and b_side.close_reason == "done for today"
+    assert b_side.closed_by_peer
+    assert a.connected_peers == 0 and b.connected_peers == 0
+    with pytest.raises(ConnectionClosedError):
+        await conn.send(Message.new("late", a.node.node_id))
+
+
+async def test_stop_sends_shutdown_to_every_peer_and_leaves_nothing_running(make_node):
+    hub = Transport(NodeManager.generate("hub"), config=TransportConfig(listen_addr="127.0.0.1:0"))
+    await hub.start()
+    spokes = [await make_node(f"s{i}") for i in range(4)]
+    conns = [await s.connect(hub.address) for s in spokes]
+    await wait_for(lambda: hub.connected_peers == 4)
+    port = hub.port
+    before = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    hub_tasks = set(hub._tasks)
+    assert hub_tasks
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await hub.stop()
+    await hub.stop()  # idempotent
+    assert loop.time() - started < 3
+
+    for c in conns:
+        await asyncio.wait_for(c.wait_closed(), 3)
+        assert c.close_code == DisconnectCode.SHUTDOWN and c.close_reason == "server shutdown"
+    assert not hub._tasks and all(t.done() for t in hub_tasks)
+    assert hub.connected_peers == 0
+    # the port is free again: nothing is listening
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    # every socket the hub owned is closed
+    gc.collect()
+    for c in conns:
+        assert c._ws.transport.is_closing()
+    del before
+
+
+async def test_stop_closes_peers_concurrently(make_node):
+    hub = await make_node("hub")
+    spokes = [await make_node(f"s{i}") for i in range(6)]
+    for s in spokes:
+        await s.connect(hub.address)
+    await wait_for(lambda: hub.connected_peers == 6)
+    # every peer's read side is stalled, so each close waits for its close timeout;
+    # one after another that would take 6 x that long
+    for s in spokes:
+        for c in s.connections():
+            c._ws.transport.pause_reading()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await hub.stop()
+    elapsed = loop.time() - started
+    assert elapsed < 2 * 3.5, elapsed  # CLOSE_TIMEOUT (2 s) + disconnect timeout (1 s), once
+
+
+async def test_a_connection_replaced_by_a_newer_one_is_closed_not_leaked(make_node):
+    hub = await make_node("hub")
+    same = NodeManager.generate("twin")
+    first = await make_node("first", node=same)
+    second = await make_node("second", node=same)
+    old = await first.connect(hub.address)
+    await wait_for(lambda: hub.connected_peers == 1)
+    old_hub_side = hub.get_connection(same.node_id)
+    new = await second.connect(hub.address)
+    await new.send(Message.new("hi", same.node_id, hub.node.node_id))  # proves the key
+    await asyncio.wait_for(old.wait_closed(), 3)
+    assert old.close_code == DisconnectCode.GOING_AWAY
+    await asyncio.wait_for(old_hub_side.wait_closed(), 3)
+    assert hub.connected_peers == 1 and hub.get_connection(same.node_id) is not old_hub_side
+    assert len(hub._unproven) == 0
+
+
+async def test_async_context_manager_starts_and_stops(tmp_path):
+    t = Transport(NodeManager.generate("ctx"), config=TransportConfig(listen_addr="127.0.0.1:0"))
+    async with t:
+        assert t.port > 0
+    assert not t._tasks
