@@ -11,7 +11,20 @@ from smsgnet.exceptions import *  # noqa: F403
 from smsgnet.exceptions import __all__ as _exceptions_all
 from smsgnet.handshake import PROTOCOL_VERSION, HandshakeResult, Initiator, Responder
 from smsgnet.identity import NodeIdentity, NodeManager, NodeRole
-from smsgnet.message import DisconnectCode, ErrorCode, Message, MessageType, format_timestamp, parse_timestamp
+from smsgnet.message import (
+    DisconnectCode,
+    DisconnectPayload,
+    ErrorCode,
+    ErrorPayload,
+    HandshakeAckPayload,
+    HandshakePayload,
+    Message,
+    MessageType,
+    PingPayload,
+    PongPayload,
+    format_timestamp,
+    parse_timestamp,
+)
 from smsgnet.registry import AuthMode, Peer, PeerRegistry
 from smsgnet.transport import Transport, TransportStats, build_url
 
@@ -34,6 +47,12 @@ __all__ = [
     "MessageType",
     "DisconnectCode",
     "ErrorCode",
+    "PingPayload",
+    "PongPayload",
+    "DisconnectPayload",
+    "ErrorPayload",
+    "HandshakePayload",
+    "HandshakeAckPayload",
     "Initiator",
     "Responder",
     "HandshakeResult",

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 
@@ -24,6 +24,12 @@ from smsgnet.exceptions import InvalidMessageError
 
 __all__ = [
     "Message",
+    "PingPayload",
+    "PongPayload",
+    "DisconnectPayload",
+    "ErrorPayload",
+    "HandshakePayload",
+    "HandshakeAckPayload",
     "MessageType",
     "DisconnectCode",
     "ErrorCode",
@@ -78,6 +84,51 @@ class ErrorCode(IntEnum):
     NOT_FOUND = 1003
     OPERATION_FAILED = 1004
     TIMEOUT = 1005
+
+
+class PingPayload(TypedDict):
+    """``ping``: when it was sent, UNIX milliseconds."""
+
+    sentAt: int
+
+
+class PongPayload(TypedDict):
+    """``pong``: the ping's ``sentAt`` echoed, and when it arrived."""
+
+    sentAt: int
+    receivedAt: int
+
+
+class DisconnectPayload(TypedDict):
+    """``disconnect``: why, and a :class:`DisconnectCode`."""
+
+    reason: str
+    code: int
+
+
+class ErrorPayload(TypedDict):
+    """``error``: an :class:`ErrorCode`, a message, optional details."""
+
+    code: int
+    message: str
+    details: NotRequired[str]
+
+
+class HandshakePayload(TypedDict):
+    """``handshake`` (clear text): identity, base64 challenge, protocol version."""
+
+    identity: dict[str, str]
+    challenge: str
+    version: str
+
+
+class HandshakeAckPayload(TypedDict):
+    """``handshake_ack`` (clear text): identity, base64 HMAC, verdict, reason on refusal."""
+
+    identity: dict[str, str]
+    challengeResponse: NotRequired[str]
+    accepted: bool
+    reason: NotRequired[str]
 
 
 def format_timestamp(ns: int | None = None, *, utc_offset_minutes: int = 0) -> str:

@@ -27,6 +27,7 @@ from smsgnet.config import TransportConfig
 from smsgnet.connection import PeerConnection
 from smsgnet.exceptions import (
     ConnectFailedError,
+    ConnectionClosedError,
     HandshakeError,
     HandshakeTimeout,
     NotConnectedError,
@@ -549,7 +550,12 @@ class Transport:
     def _dispatch(self, conn: PeerConnection, msg: Message) -> Awaitable[None] | None:
         t = msg.type
         if t == "ping":
-            self._spawn_reply(conn, msg.pong())
+            # answered inline: a peer that pings but never reads stalls only
+            # its own read loop, until the write timeout closes it
+            reply = self._reply_quietly(conn, msg.pong())
+            if self.config.deliver_control_messages:
+                return self._then(reply, self._call_handler, conn, msg)
+            return reply
         elif t == "pong":
             self._record_pong(conn, msg)
         elif t == "disconnect":
@@ -565,14 +571,19 @@ class Transport:
             return self._call_handler(conn, msg)
         return None
 
-    def _spawn_reply(self, conn: PeerConnection, reply: Message) -> None:
-        # sending inline would make a slow peer block our read loop; replies are tiny
-        async def send() -> None:
-            try:
-                await conn.send(reply)
-            except Exception:
-                pass
-        self._spawn(send())
+    @staticmethod
+    async def _reply_quietly(conn: PeerConnection, reply: Message) -> None:
+        try:
+            await conn.send(reply)
+        except ConnectionClosedError:
+            pass
+
+    @staticmethod
+    async def _then(first: Awaitable[None], call: Callable[..., Awaitable[None] | None], *args: Any) -> None:
+        await first
+        second = call(*args)
+        if second is not None:
+            await second
 
     def _record_pong(self, conn: PeerConnection, msg: Message) -> None:
         p = msg.payload if isinstance(msg.payload, dict) else {}
