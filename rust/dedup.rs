@@ -62,15 +62,17 @@ impl Deduplicator {
         true
     }
 
-    /// `check_and_mark` with the message's own timestamp as the entry's stamp.
-    pub fn check_and_mark_stamped(&mut self, id: &str, now: f64, stamp: f64) -> bool {
+    /// `check_and_mark` with the message's own timestamp as the entry's stamp,
+    /// remembered at least until `keep_until` (the end of the frame's replay
+    /// window) even when that is later than `now + ttl`.
+    pub fn check_and_mark_stamped(&mut self, id: &str, now: f64, stamp: f64, keep_until: f64) -> bool {
         self.expire(now, POPS_PER_CHECK);
         if let Some(expiry) = self.seen.get(id) {
             if *expiry > now {
                 return false;
             }
         }
-        self.insert(id, now, stamp);
+        self.insert_until(id, now, stamp, (now + self.ttl).max(keep_until));
         true
     }
 
@@ -117,7 +119,10 @@ impl Deduplicator {
     }
 
     fn insert(&mut self, id: &str, now: f64, stamp: f64) {
-        let expiry = now + self.ttl;
+        self.insert_until(id, now, stamp, now + self.ttl)
+    }
+
+    fn insert_until(&mut self, id: &str, now: f64, stamp: f64, expiry: f64) {
         if let Some(slot) = self.seen.get_mut(id) {
             *slot = expiry;
             // The old FIFO entry stays; when it reaches the front its expiry no
@@ -129,7 +134,7 @@ impl Deduplicator {
             self.order.push_back((expiry, stamp, key));
         } else {
             while self.seen.len() >= self.max_entries {
-                self.evict_oldest();
+                self.evict_oldest(now);
             }
             let key: Arc<str> = Arc::from(id);
             self.seen.insert(Arc::clone(&key), expiry);
@@ -141,12 +146,16 @@ impl Deduplicator {
         }
     }
 
-    fn evict_oldest(&mut self) {
+    /// Make room for one entry: drop the oldest FIFO entry that is still in
+    /// the map. Only an entry still live at `now` counts as evicted.
+    fn evict_oldest(&mut self, now: f64) {
         while let Some((expiry, stamp, key)) = self.order.pop_front() {
             if self.seen.get(&key) == Some(&expiry) {
                 self.seen.remove(&key);
-                self.evicted += 1;
-                self.evicted_horizon = self.evicted_horizon.max(stamp);
+                if expiry > now {
+                    self.evicted += 1;
+                    self.evicted_horizon = self.evicted_horizon.max(stamp);
+                }
                 return;
             }
         }

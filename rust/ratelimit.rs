@@ -26,8 +26,9 @@ impl TokenBucket {
     /// false when the bucket is empty. Time going backwards refills nothing.
     pub fn allow(&mut self, now: f64) -> bool {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        // tolerance: (t0 + dt) - t0 loses bits at wall-clock magnitudes
+        if self.tokens >= 1.0 - 1e-6 {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             true
         } else {
             false

@@ -126,7 +126,9 @@ pub fn check_message(
         Some(ts) => ts,
         None => return Verdict::Dropped(DropReason::Stale, "missing or unparseable ts".into()),
     };
-    if ts < now - window.max_age {
+    // inclusive: at exactly `ts + max_age` the frame is stale, which is when
+    // its dedup entry may expire at the earliest
+    if ts <= now - window.max_age {
         return Verdict::Dropped(DropReason::Stale, format!("ts {:.0} s old", now - ts));
     }
     if ts > now + window.max_future {
@@ -135,7 +137,7 @@ pub fn check_message(
     if ts <= dedup.evicted_horizon() {
         return Verdict::Dropped(DropReason::Stale, "older than the dedup table's memory".into());
     }
-    if !dedup.check_and_mark_stamped(id, now, ts) {
+    if !dedup.check_and_mark_stamped(id, now, ts, ts + window.max_age) {
         return Verdict::Dropped(DropReason::Duplicate, String::new());
     }
     Verdict::Accepted(body)

@@ -80,7 +80,7 @@ class TransportConfig:
         if not isinstance(self.listen_addr, str) or ":" not in self.listen_addr:
             raise ConfigError(f"listen_addr must look like HOST:PORT, got {self.listen_addr!r}")
         host, _, port = self.listen_addr.rpartition(":")
-        if not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             raise ConfigError(f"listen_addr port must be 0-65535, got {self.listen_addr!r}")
         if not isinstance(self.ws_path, str) or not self.ws_path.startswith("/"):
             raise ConfigError(f"ws_path must start with '/', got {self.ws_path!r}")

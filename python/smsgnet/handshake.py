@@ -29,6 +29,7 @@ from smsgnet import _core
 from smsgnet.exceptions import (
     HandshakeRefused,
     InvalidKeyError,
+    InvalidMessageError,
     PeerAuthenticationError,
     ProtocolError,
 )
@@ -61,9 +62,12 @@ def _parse(data: bytes | str, expected: str) -> tuple[Message, dict[str, Any]]:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise ProtocolError(f"{expected} is not JSON: {e}") from None
-    msg = Message.from_dict(obj) if isinstance(obj, dict) else None
-    if msg is None:
+    if not isinstance(obj, dict):
         raise ProtocolError(f"{expected} is not a JSON object")
+    try:
+        msg = Message.from_dict(obj)
+    except InvalidMessageError as e:
+        raise ProtocolError(f"{expected}: {e}") from None
     if msg.type != expected:
         raise ProtocolError(f"expected {expected}, got {msg.type!r}")
     if not isinstance(msg.payload, dict):
@@ -180,7 +184,8 @@ class Responder:
         if version not in SUPPORTED_VERSIONS:
             return self._refuse(
                 identity.id,
-                f"incompatible protocol version {version}, supported: [{', '.join(SUPPORTED_VERSIONS)}]",
+                f"incompatible protocol version {version if isinstance(version, str) else ''}, "
+                f"supported: [{', '.join(SUPPORTED_VERSIONS)}]",
             )
         try:
             public = identity.verify()

@@ -142,13 +142,17 @@ class NodeManager:
         cls, private_key: bytes, name: str = "", role: str = NodeRole.DUAL, created_at: str | None = None
     ) -> NodeManager:
         """An in-memory node for a given private key (tests, tools)."""
+        try:
+            role = str(NodeRole(role))
+        except ValueError:
+            raise IdentityError(f"role must be one of controller, worker, dual; got {role!r}") from None
         public = _core.public_key(private_key)
         identity = NodeIdentity(
             id=_core.node_id(public),
             name=name,
             public_key=b64encode(public),
             created_at=created_at or format_timestamp(),
-            role=str(NodeRole(role)),
+            role=role,
         )
         return cls(private_key, identity)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as _dt
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -153,17 +154,33 @@ def format_timestamp(ns: int | None = None, *, utc_offset_minutes: int = 0) -> s
     return f"{out}{sign}{h:02d}:{m:02d}"
 
 
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+
+
 def parse_timestamp(ts: str) -> _dt.datetime:
-    """Parse an RFC 3339 ``ts`` (0–9 fractional digits) into an aware datetime.
+    """Parse an RFC 3339 ``ts`` (any number of fractional digits) into an aware datetime.
 
     Precision beyond microseconds is truncated. Raises :class:`ValueError`.
     """
-    from smsgnet import _core
-
-    seconds = _core.parse_timestamp(ts)
-    if seconds is None:
+    m = _RFC3339.fullmatch(ts) if isinstance(ts, str) else None
+    if m is None:
         raise ValueError(f"not an RFC 3339 timestamp: {ts!r}")
-    return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc)
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
+    if m.group(8):
+        tz = _dt.timezone.utc
+    else:
+        offset = _dt.timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
+        tz = _dt.timezone(offset if m.group(9) == "+" else -offset)
+    leap = second == 60
+    try:
+        out = _dt.datetime(year, month, day, hour, minute, 59 if leap else second, micro, tz)
+    except ValueError as e:
+        raise ValueError(f"not an RFC 3339 timestamp: {ts!r} ({e})") from None
+    return out + _dt.timedelta(seconds=1) if leap else out
 
 
 def b64encode(data: bytes) -> str:
@@ -268,8 +285,10 @@ class Message:
             elif not isinstance(v, str):
                 raise InvalidMessageError(f"message field {key!r} must be a string")
             values.append(v)
-        reply_to = get("replyTo") or ""
-        if not isinstance(reply_to, str):
+        reply_to = get("replyTo")
+        if reply_to is None:
+            reply_to = ""
+        elif not isinstance(reply_to, str):
             raise InvalidMessageError("message field 'replyTo' must be a string")
         return cls(
             id=values[0],
@@ -292,7 +311,7 @@ class Message:
         """The payload as a dict; raises InvalidMessageError if it is not an object."""
         p = self.payload
         if isinstance(p, orjson.Fragment):
-            p = orjson.loads(p.contents)
+            p = orjson.loads(orjson.dumps(p))
         if not isinstance(p, Mapping):
             raise InvalidMessageError(f"{self.type} payload must be a JSON object")
         return dict(p)

@@ -80,22 +80,25 @@ class Peer:
 
 
 class PeerRegistry:
-    """Thread-unsafe (asyncio, one loop) registry of known peers.
+    """Registry of known peers, for use from one asyncio loop.
 
     ``path`` turns on persistence: the file is loaded now (if it exists) and
-    rewritten after every change.
+    rewritten after every change. ``auth_mode`` defaults to the mode saved in
+    the file, else ``open``.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, auth_mode: str = AuthMode.OPEN) -> None:
-        try:
-            self.auth_mode = AuthMode(auth_mode)
-        except ValueError:
-            raise RegistryError(f"auth_mode must be 'open' or 'allowlist', got {auth_mode!r}") from None
+    def __init__(self, path: str | os.PathLike[str] | None = None, auth_mode: str | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._peers: dict[str, Peer] = {}
         self._allowed_keys: set[str] = set()
+        saved_mode = None
         if self.path is not None and self.path.exists():
-            self._load()
+            saved_mode = self._load()
+        mode = auth_mode if auth_mode is not None else (saved_mode or AuthMode.OPEN)
+        try:
+            self.auth_mode = AuthMode(mode)
+        except ValueError:
+            raise RegistryError(f"auth_mode must be 'open' or 'allowlist', got {mode!r}") from None
 
     # -- peers ---------------------------------------------------------------
 
@@ -215,13 +218,21 @@ class PeerRegistry:
         except OSError as e:
             raise RegistryError(f"cannot write peer registry {self.path}: {e}") from None
 
-    def _load(self) -> None:
+    def _load(self) -> str | None:
         assert self.path is not None
         try:
             data = orjson.loads(self.path.read_bytes())
-            peers = [Peer.from_dict(p) for p in data.get("peers", [])]
+            if not isinstance(data, dict):
+                raise TypeError("top level is not an object")
+            peers = []
+            for entry in data.get("peers", []):
+                if not isinstance(entry, dict) or not isinstance(entry.get("id", ""), str):
+                    raise TypeError(f"bad peer entry {entry!r:.80}")
+                peers.append(Peer.from_dict(entry))
             keys = [k for k in data.get("allowedKeys", []) if isinstance(k, str)]
-        except (OSError, orjson.JSONDecodeError, TypeError, AttributeError) as e:
+            mode = data.get("authMode")
+        except (OSError, orjson.JSONDecodeError, TypeError, AttributeError, ValueError) as e:
             raise RegistryError(f"cannot read peer registry {self.path}: {e}") from None
         self._peers = {p.id: p for p in peers if p.id}
         self._allowed_keys = set(keys)
+        return mode if isinstance(mode, str) else None

@@ -32,6 +32,7 @@ from smsgnet.exceptions import (
     HandshakeTimeout,
     NotConnectedError,
     ProtocolError,
+    SmsgnetError,
     TransportError,
 )
 from smsgnet.handshake import Initiator, Responder
@@ -88,7 +89,7 @@ def build_url(address: str, path: str = "/ws", tls: bool = False) -> str:
     if "://" in address:
         raise ValueError(f"bad address {address!r}: scheme must be ws:// or wss://")
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError(f"bad address {address!r}: expected HOST:PORT, [IPv6]:PORT or a ws:// URL")
     if ":" in host and not host.startswith("["):
         raise ValueError(f"bad address {address!r}: put IPv6 hosts in brackets, e.g. [::1]:9091")
@@ -459,7 +460,7 @@ class Transport:
                 log.info("handshake from %s timed out", ws.remote_address)
                 await ws.close(1002, "handshake timeout")
                 return
-            except ProtocolError as e:
+            except SmsgnetError as e:  # ProtocolError, or anything else the peer got wrong
                 self._stats.handshakes_failed += 1
                 log.info("bad handshake from %s: %s", ws.remote_address, e)
                 await ws.close(1002, "protocol error")
@@ -476,7 +477,8 @@ class Transport:
                 await ws.close(1001, "shutting down")
                 return
             remote = ws.remote_address
-            address = f"{remote[0]}:{remote[1]}" if remote else ""
+            host = str(remote[0]) if remote else ""
+            address = (f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}") if remote else ""
             conn = PeerConnection(self, ws, result.peer, result.shared_secret, outbound=False, address=address)
             self._stats.connections_accepted += 1
             self._handshaking -= 1

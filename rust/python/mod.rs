@@ -37,7 +37,12 @@ fn text_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str, allow_str: bool) -> PyRes
     }
     if allow_str {
         if let Ok(s) = obj.downcast::<PyString>() {
-            return Ok(Text::Borrowed(s.to_str()?.as_bytes()));
+            return match s.to_str() {
+                Ok(text) => Ok(Text::Borrowed(text.as_bytes())),
+                Err(_) => Err(errors::SealError::new_err(format!(
+                    "{what} is not valid UTF-8 (lone surrogate?)"
+                ))),
+            };
         }
     }
     if let Ok(b) = obj.downcast::<PyByteArray>() {
@@ -296,6 +301,13 @@ impl FrameReceiver {
         }
         if !(max_future.is_finite() && max_future >= 0.0) {
             return Err(PyValueError::new_err("max_future must be a finite number >= 0"));
+        }
+        let ttl = dedup.borrow(cipher.py()).inner.ttl();
+        if max_age > ttl {
+            return Err(PyValueError::new_err(format!(
+                "max_age ({max_age}) must not exceed the dedup table's ttl ({ttl}): \
+                 a frame could be replayed once its ID is forgotten"
+            )));
         }
         Ok(FrameReceiver {
             cipher: Arc::clone(&cipher.inner),
