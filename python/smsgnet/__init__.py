@@ -26,7 +26,7 @@ from smsgnet.message import (
     parse_timestamp,
 )
 from smsgnet.registry import AuthMode, Peer, PeerRegistry
-from smsgnet.transport import Transport, TransportStats, build_url
+from smsgnet.transport import ConnectionHandler, MessageHandler, Transport, TransportStats, build_url
 
 __version__ = "0.1.0"
 
@@ -34,6 +34,8 @@ __all__ = [
     "TransportConfig",
     "Transport",
     "TransportStats",
+    "MessageHandler",
+    "ConnectionHandler",
     "PeerConnection",
     "ConnectionState",
     "ConnectionStats",

@@ -17,11 +17,19 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
 import orjson
 
 from smsgnet.exceptions import InvalidMessageError
+from smsgnet.payloads import (
+    DisconnectPayload,
+    ErrorPayload,
+    HandshakeAckPayload,
+    HandshakePayload,
+    PingPayload,
+    PongPayload,
+)
 
 __all__ = [
     "Message",
@@ -85,51 +93,6 @@ class ErrorCode(IntEnum):
     NOT_FOUND = 1003
     OPERATION_FAILED = 1004
     TIMEOUT = 1005
-
-
-class PingPayload(TypedDict):
-    """``ping``: when it was sent, UNIX milliseconds."""
-
-    sentAt: int
-
-
-class PongPayload(TypedDict):
-    """``pong``: the ping's ``sentAt`` echoed, and when it arrived."""
-
-    sentAt: int
-    receivedAt: int
-
-
-class DisconnectPayload(TypedDict):
-    """``disconnect``: why, and a :class:`DisconnectCode`."""
-
-    reason: str
-    code: int
-
-
-class ErrorPayload(TypedDict):
-    """``error``: an :class:`ErrorCode`, a message, optional details."""
-
-    code: int
-    message: str
-    details: NotRequired[str]
-
-
-class HandshakePayload(TypedDict):
-    """``handshake`` (clear text): identity, base64 challenge, protocol version."""
-
-    identity: dict[str, str]
-    challenge: str
-    version: str
-
-
-class HandshakeAckPayload(TypedDict):
-    """``handshake_ack`` (clear text): identity, base64 HMAC, verdict, reason on refusal."""
-
-    identity: dict[str, str]
-    challengeResponse: NotRequired[str]
-    accepted: bool
-    reason: NotRequired[str]
 
 
 def format_timestamp(ns: int | None = None, *, utc_offset_minutes: int = 0) -> str:
@@ -226,7 +189,11 @@ class Message:
         return cls(type=str(type), payload=payload, from_=from_, to=to)
 
     def reply(self, type: str, payload: Any = None, *, from_: str | None = None) -> Message:
-        """A new message answering this one: ``to`` is our sender, ``replyTo`` our id."""
+        """A new message answering this one: ``to`` is our sender, ``replyTo`` our id.
+
+        ``from_`` defaults to the original's ``to`` (empty for a broadcast);
+        sending a message with an empty ``from_`` fills in this node's ID.
+        """
         return Message(
             type=str(type),
             payload=payload,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from websockets.http11 import Request, Response
 from smsgnet.config import TransportConfig
 from smsgnet.connection import PeerConnection
 from smsgnet.exceptions import (
+    ConfigError,
     ConnectFailedError,
     ConnectionClosedError,
     HandshakeError,
@@ -41,11 +43,12 @@ from smsgnet.message import DisconnectCode, Message, b64decode
 from smsgnet.registry import Peer, PeerRegistry
 from smsgnet.session import make_deduplicator
 
-__all__ = ["Transport", "TransportStats", "MessageHandler", "build_url"]
+__all__ = ["Transport", "TransportStats", "MessageHandler", "ConnectionHandler", "build_url"]
 
 log = logging.getLogger("smsgnet")
 
 MessageHandler: TypeAlias = Callable[[PeerConnection, Message], "Awaitable[None] | None"]
+ConnectionHandler: TypeAlias = Callable[[PeerConnection], "Awaitable[None] | None"]
 
 #: WebSocket close-handshake wait.
 CLOSE_TIMEOUT = 2.0
@@ -134,6 +137,8 @@ class Transport:
         self.config = config if config is not None else TransportConfig()
         self._handler: MessageHandler | None = None
         self._handler_is_async = False
+        self._on_connected: ConnectionHandler | None = None
+        self._on_disconnected: ConnectionHandler | None = None
         self._dedup = make_deduplicator(self.config)
         self._conns: dict[str, PeerConnection] = {}
         self._unproven: set[PeerConnection] = set()
@@ -162,6 +167,41 @@ class Transport:
         self._handler_is_async = inspect.iscoroutinefunction(handler)
         return handler
 
+    def on_peer_connected(self, handler: ConnectionHandler) -> ConnectionHandler:
+        """Set ``handler(conn)``, called when a peer's connection becomes live:
+        at once for connections we open, and for inbound ones once the peer
+        has proven its key. Sync or async (async ones run as tasks); decorator-friendly."""
+        if self._started:
+            raise TransportError("set connection handlers before start()")
+        self._on_connected = handler
+        return handler
+
+    def on_peer_disconnected(self, handler: ConnectionHandler) -> ConnectionHandler:
+        """Set ``handler(conn)``, called once when a live connection has closed
+        (``conn.close_code``/``close_reason`` say why). Sync or async."""
+        if self._started:
+            raise TransportError("set connection handlers before start()")
+        self._on_disconnected = handler
+        return handler
+
+    def _notify(self, handler: ConnectionHandler | None, conn: PeerConnection) -> None:
+        if handler is None:
+            return
+        try:
+            result = handler(conn)
+        except Exception:
+            self._stats.handler_errors += 1
+            log.exception("connection handler failed for %s", conn.peer_id)
+            return
+        if inspect.isawaitable(result):
+            async def run() -> None:
+                try:
+                    await result
+                except Exception:
+                    self._stats.handler_errors += 1
+                    log.exception("connection handler failed for %s", conn.peer_id)
+            self._spawn(run())
+
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
@@ -170,6 +210,15 @@ class Transport:
             raise TransportError("transport already started")
         self._started = True
         cfg = self.config
+        server_ssl = None
+        if cfg.tls_enabled:
+            try:
+                server_ssl = _server_ssl_context(cfg)
+            except (OSError, ssl.SSLError) as e:
+                self._started = False
+                raise ConfigError(
+                    f"tls_cert_path/tls_key_path: cannot load {cfg.tls_cert_path} / {cfg.tls_key_path}: {e}"
+                ) from None
         try:
             self._server = await serve(
                 self._serve_connection,
@@ -180,7 +229,7 @@ class Transport:
                 max_size=cfg.max_message_size,
                 ping_interval=None,
                 close_timeout=CLOSE_TIMEOUT,
-                ssl=_server_ssl_context(cfg) if cfg.tls_enabled else None,
+                ssl=server_ssl,
                 server_header=None,
             )
         except OSError as e:
@@ -231,7 +280,11 @@ class Transport:
         """The port actually listened on (useful with port 0)."""
         if self._server is None:
             raise TransportError("transport not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        sockets = list(self._server.sockets)
+        # listening on every interface with port 0 binds IPv4 and IPv6 on
+        # different ports; report the IPv4 one, which `address` points at
+        sockets.sort(key=lambda s: s.family != socket.AF_INET)
+        return int(sockets[0].getsockname()[1])
 
     @property
     def address(self) -> str:
@@ -500,9 +553,12 @@ class Transport:
             self._conns[conn.peer_id] = conn
             if not conn.proven:
                 self._unproven.add(conn)
+            else:
+                self._notify(self._on_connected, conn)
             return
         if conn.proven:
             self._replace(existing, conn)
+            self._notify(self._on_connected, conn)
         else:
             # Someone claims the ID of a live peer: leave the live connection
             # alone until the newcomer proves it holds the key.
@@ -517,6 +573,7 @@ class Transport:
                 self._replace(current, conn)
             else:
                 self._conns[conn.peer_id] = conn
+        self._notify(self._on_connected, conn)
 
     def _replace(self, old: PeerConnection, new: PeerConnection) -> None:
         self._conns[new.peer_id] = new
@@ -529,6 +586,8 @@ class Transport:
             del self._conns[conn.peer_id]
             if conn.proven:
                 self.registry.mark_disconnected(conn.peer_id)
+        if conn.proven:
+            self._notify(self._on_disconnected, conn)
         self._closed_drops.update(conn._session.drops)
         self._closed_msgs[0] += conn._session.messages_in
         self._closed_msgs[1] += conn._session.messages_out

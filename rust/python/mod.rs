@@ -190,7 +190,8 @@ struct TokenBucket {
 #[pymethods]
 impl TokenBucket {
     #[new]
-    fn new(burst: u32, rate: f64) -> PyResult<Self> {
+    fn new(burst: i64, rate: f64) -> PyResult<Self> {
+        let burst = u32::try_from(burst).map_err(|_| PyValueError::new_err("burst must be between 1 and 2**32-1"))?;
         Ok(TokenBucket { inner: CoreBucket::new(burst, rate).map_err(PyValueError::new_err)? })
     }
 
@@ -224,7 +225,8 @@ struct Deduplicator {
 #[pymethods]
 impl Deduplicator {
     #[new]
-    fn new(ttl: f64, max_entries: usize) -> PyResult<Self> {
+    fn new(ttl: f64, max_entries: i64) -> PyResult<Self> {
+        let max_entries = usize::try_from(max_entries).map_err(|_| PyValueError::new_err("max_entries must be at least 1"))?;
         Ok(Deduplicator { inner: CoreDedup::new(ttl, max_entries).map_err(PyValueError::new_err)? })
     }
 

@@ -128,3 +128,42 @@ async def test_async_context_manager_starts_and_stops(tmp_path):
     async with t:
         assert t.port > 0
     assert not t._tasks
+
+
+async def test_connection_hooks_fire_once_per_live_connection():
+    events: list[tuple[str, str]] = []
+    hub = Transport(NodeManager.generate("hub"), config=TransportConfig(listen_addr="127.0.0.1:0"))
+
+    @hub.on_peer_connected
+    def joined(conn):
+        events.append(("joined", conn.peer_id))
+
+    @hub.on_peer_disconnected
+    async def left(conn):
+        events.append(("left", conn.peer_id))
+
+    spoke = Transport(NodeManager.generate("spoke"), config=TransportConfig(listen_addr="127.0.0.1:0"))
+    async with hub, spoke:
+        conn = await spoke.connect(hub.address)
+        # inbound connections count as joined once the peer proved its key (its pong)
+        await wait_for(lambda: ("joined", spoke.node.node_id) in events)
+        await conn.graceful_close("bye")
+        await wait_for(lambda: ("left", spoke.node.node_id) in events)
+    assert events == [("joined", spoke.node.node_id), ("left", spoke.node.node_id)]
+
+
+async def test_listening_on_every_interface_with_port_0_reports_a_reachable_address():
+    for _ in range(4):
+        t = Transport(NodeManager.generate("any"), config=TransportConfig(listen_addr=":0"))
+        c = Transport(NodeManager.generate("c"), config=TransportConfig(listen_addr="127.0.0.1:0"))
+        async with t, c:
+            assert (await c.connect(t.address)).proven
+
+
+async def test_a_bad_certificate_is_a_config_error(tmp_path):
+    from smsgnet import ConfigError
+    cfg = TransportConfig(listen_addr="127.0.0.1:0", tls_cert_path=str(tmp_path / "nope.pem"),
+                          tls_key_path=str(tmp_path / "nope.key"))
+    t = Transport(NodeManager.generate("tls"), config=cfg)
+    with pytest.raises(ConfigError, match="tls_cert_path"):
+        await t.start()
