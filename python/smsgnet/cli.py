@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,6 +35,7 @@ from smsgnet.exceptions import (
     HandshakeRefused,
     IdentityError,
     PeerAuthenticationError,
+    RegistryError,
     SmsgnetError,
 )
 from smsgnet.handshake import PROTOCOL_VERSION, Initiator, Responder
@@ -447,20 +449,6 @@ def _check_tls(cert: str, key: str) -> None:
         raise CliError(f"cannot load TLS certificate {cert} with key {key}: {e}") from None
 
 
-def _registry_says_allowlist(path: str | None) -> bool:
-    """True when a registry file was saved in allowlist mode: never fall back
-    to open mode just because --allowlist was left off this time."""
-    if path is None:
-        return False
-    try:
-        data = orjson.loads(Path(path).read_bytes())
-    except FileNotFoundError:
-        return False
-    except (OSError, orjson.JSONDecodeError) as e:
-        raise CliError(f"cannot read peer registry {path}: {e}") from None
-    return isinstance(data, dict) and data.get("authMode") == str(AuthMode.ALLOWLIST)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     """``smsgnet serve``: run a node until SIGINT/SIGTERM."""
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -478,9 +466,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rate_limit_per_sec=per_sec if per_sec is not None else _DEFAULTS.rate_limit_per_sec,
     )
     node = _load_identity(args.state or default_state_dir(), args.name, args.role)
-    allowlist = args.allowlist or bool(args.allow_keys) or _registry_says_allowlist(args.registry)
-    mode = AuthMode.ALLOWLIST if allowlist else AuthMode.OPEN
-    registry = PeerRegistry(args.registry, auth_mode=mode)
+    # without --allowlist/--allow-key the registry keeps the mode saved in its file (default open)
+    mode = AuthMode.ALLOWLIST if args.allowlist or args.allow_keys else None
+    try:
+        registry = PeerRegistry(args.registry, auth_mode=mode)
+    except RegistryError as e:
+        raise CliError(str(e)) from None
     for key in args.allow_keys:
         registry.allow_key(key)
     if args.registry is not None:
@@ -570,10 +561,24 @@ def _client_node(args: argparse.Namespace, name: str) -> NodeManager:
     return NodeManager.generate(name)
 
 
-async def _close(transport: Transport, conn: PeerConnection | None) -> None:
-    if conn is not None:
-        await conn.graceful_close("done")
-    await transport.stop()
+@contextlib.asynccontextmanager
+async def _client_session(
+    args: argparse.Namespace, node: NodeManager, *, control: bool
+) -> AsyncIterator[tuple[str, PeerConnection, _Replies]]:
+    """Start a loopback-only transport, connect to ADDR, and close it all afterwards."""
+    url = build_url(args.addr, args.path)
+    replies = _Replies()
+    transport = Transport(node, config=_client_config(args, control=control))
+    transport.on_message(replies)
+    conn: PeerConnection | None = None
+    try:
+        await transport.start()
+        conn = await transport.connect(url, expect_key=args.expect_key)
+        yield url, conn, replies
+    finally:
+        if conn is not None:
+            await conn.graceful_close("done")
+        await transport.stop()
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
@@ -583,15 +588,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 
 async def _ping(args: argparse.Namespace, node: NodeManager) -> int:
-    url = build_url(args.addr, args.path)
-    replies = _Replies()
-    transport = Transport(node, config=_client_config(args, control=True))
-    transport.on_message(replies)
-    conn = None
     rtts: list[float | None] = []
-    try:
-        await transport.start()
-        conn = await transport.connect(url, expect_key=args.expect_key)
+    async with _client_session(args, node, control=True) as (url, conn, replies):
         peer = conn.identity
         if not args.json:
             _print(f"PING {url}: node {peer.id}" + (f" ({peer.name}, {peer.role})" if peer.name else f" ({peer.role})"))
@@ -614,8 +612,6 @@ async def _ping(args: argparse.Namespace, node: NodeManager) -> int:
             rtts.append(rtt)
             if not args.json:
                 _print(f"pong from {conn.peer_id}: seq={seq} time={rtt:.3f} ms")
-    finally:
-        await _close(transport, conn)
     got = [r for r in rtts if r is not None]
     summary = {
         "min": min(got) if got else None,
@@ -657,15 +653,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace, node: NodeManager) -> int:
-    url = build_url(args.addr, args.path)
-    replies = _Replies()
-    transport = Transport(node, config=_client_config(args, control=False))
-    transport.on_message(replies)
-    conn = None
     reply: Message | None = None
-    try:
-        await transport.start()
-        conn = await transport.connect(url, expect_key=args.expect_key)
+    async with _client_session(args, node, control=False) as (_url, conn, replies):
         msg = Message.new(args.type, node.node_id, conn.peer_id, args.payload)
         fut = replies.expect(msg.id) if args.wait_reply else None
         await conn.send(msg)
@@ -675,8 +664,6 @@ async def _send(args: argparse.Namespace, node: NodeManager) -> int:
                 reply = await asyncio.wait_for(fut, args.wait_reply)
             except TimeoutError:
                 raise CliError(f"no reply within {args.wait_reply:g} s") from None
-    finally:
-        await _close(transport, conn)
     if reply is None:
         if args.json:
             _print(msg.to_json().decode())
