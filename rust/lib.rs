@@ -4,14 +4,19 @@
 //! `cargo test`. The PyO3 bindings live in `python/` and are compiled only with
 //! the `python` feature (maturin turns it on).
 
+pub mod aead;
 pub mod dedup;
 pub mod error;
 pub mod handshake_crypto;
 pub mod keys;
+pub mod nonce;
 pub mod ratelimit;
 pub mod receive;
 pub mod rfc3339;
 pub mod smsg;
+
+#[cfg(test)]
+mod bench_smsg;
 
 #[cfg(feature = "python")]
 mod python;

@@ -1,0 +1,128 @@
+//! Micro-benchmarks of the SMSG seal/open path (`cargo test --release -- --ignored --nocapture bench`).
+//! Each figure is the minimum over several repeats (the machine is shared).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use crate::smsg::{self, Cipher};
+
+fn time<F: FnMut()>(name: &str, bytes: usize, iters: u32, repeats: u32, mut f: F) -> f64 {
+    for _ in 0..iters.min(100) {
+        f();
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..repeats {
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / iters as f64);
+    }
+    if bytes > 0 {
+        println!("{name:<34} {:>10.3} us  {:>8.0} MB/s", best * 1e6, bytes as f64 / best / 1e6);
+    } else {
+        println!("{name:<34} {:>10.3} us", best * 1e6);
+    }
+    best
+}
+
+/// A transport Message of exactly `n` bytes, mostly one long ASCII string.
+fn message(n: usize) -> Vec<u8> {
+    let head = format!(
+        r#"{{"id":"0123456789abcdef","type":"echo","from":"{}","to":"{}","ts":"2025-01-01T00:00:00Z","payload":{{"html":"<a href=\"x\">&</a>","data":""#,
+        "a".repeat(32),
+        "b".repeat(32)
+    );
+    let tail = r#""}}"#;
+    let mut m = head.into_bytes();
+    while m.len() + tail.len() < n {
+        m.push(b'x');
+    }
+    m.extend_from_slice(tail.as_bytes());
+    assert_eq!(m.len(), n);
+    m
+}
+
+/// A transport Message of about `n` bytes made of many small JSON objects
+/// (lots of quotes to escape).
+fn message_dense(n: usize) -> Vec<u8> {
+    let mut m = Vec::from(&br#"{"id":"0123456789abcdef","type":"stats","ts":"2025-01-01T00:00:00Z","payload":{"rows":["#[..]);
+    let mut i = 0u64;
+    while m.len() + 64 < n {
+        if i > 0 {
+            m.push(b',');
+        }
+        m.extend_from_slice(format!(r#"{{"k":"key{i}","v":{},"ok":true,"s":"é<b>"}}"#, i * 7919).as_bytes());
+        i += 1;
+    }
+    m.extend_from_slice(b"]}}");
+    m
+}
+
+fn cipher() -> Cipher {
+    Cipher::new(&[0x5a; 32]).unwrap()
+}
+
+const NONCE: [u8; 24] = [7u8; 24];
+const TS: i64 = 1735689600;
+
+fn run(label: &str, msg: &[u8], iters: u32, repeats: u32) {
+    let c = cipher();
+    let n = msg.len();
+    let frame = c.seal(msg, &NONCE, TS).unwrap();
+    assert_eq!(c.open(&frame).unwrap(), msg);
+    let env = smsg::envelope(msg, TS);
+    println!("-- {label}: message {n} B, envelope {} B, frame {} B", env.len(), frame.len());
+    time(&format!("{label} seal+open"), n, iters, repeats, || {
+        let f = c.seal(black_box(msg), &NONCE, TS).unwrap();
+        black_box(c.open(black_box(&f)).unwrap());
+    });
+    time(&format!("{label} seal"), n, iters, repeats, || {
+        black_box(c.seal(black_box(msg), &NONCE, TS).unwrap());
+    });
+    time(&format!("{label} open"), n, iters, repeats, || {
+        black_box(c.open(black_box(&frame)).unwrap());
+    });
+    time(&format!("{label} open_body"), n, iters, repeats, || {
+        black_box(c.open_body(black_box(&frame)).unwrap());
+    });
+    // components
+    let mut buf = env.clone();
+    time(&format!("{label}  keystream xor"), env.len(), iters, repeats, || {
+        smsg::xor_keystream(&NONCE, black_box(&mut buf));
+    });
+    time(&format!("{label}  envelope (escape)"), n, iters, repeats, || {
+        black_box(smsg::envelope(black_box(msg), TS));
+    });
+    time(&format!("{label}  body_of_envelope"), n, iters, repeats, || {
+        black_box(smsg::body_of_envelope(black_box(&env)).unwrap());
+    });
+    time(&format!("{label}  parse_message_head"), n, iters, repeats, || {
+        black_box(smsg::parse_message_head(black_box(msg)).unwrap());
+    });
+    {
+        let aead = crate::aead::XChaCha20Poly1305::new(&[1u8; 32]);
+        let mut buf = env.clone();
+        time(&format!("{label}  aead encrypt"), env.len(), iters, repeats, || {
+            black_box(aead.seal_in_place(&NONCE, black_box(&mut buf)).unwrap());
+        });
+    }
+    time(&format!("{label}  memcpy+alloc"), env.len(), iters, repeats, || {
+        black_box(black_box(&env[..]).to_vec());
+    });
+}
+
+#[test]
+#[ignore]
+fn bench_smsg_1k() {
+    run("1KiB", &message(1024), 20000, 15);
+    run("1KiB-dense", &message_dense(1024), 20000, 15);
+    run("200B", &message(200), 50000, 15);
+}
+
+#[test]
+#[ignore]
+fn bench_smsg_1m() {
+    run("1MiB", &message(1 << 20), 20, 15);
+    run("1MiB-dense", &message_dense(1 << 20), 20, 15);
+}
