@@ -182,7 +182,7 @@ def test_constructor_value_errors(ttl, max_entries):
 
 
 def test_constructor_type_and_range_errors():
-    with pytest.raises(OverflowError):
+    with pytest.raises(ValueError, match="max_entries"):
         Deduplicator(60.0, -1)
     with pytest.raises(TypeError):
         Deduplicator(60.0, 1.5)  # type: ignore[arg-type]

@@ -121,8 +121,8 @@ def test_constructor_value_errors(burst, rate):
 
 
 def test_constructor_type_and_range_errors():
-    with pytest.raises(OverflowError):
-        TokenBucket(-1, 1.0)  # burst is an unsigned integer
+    with pytest.raises(ValueError, match="burst"):
+        TokenBucket(-1, 1.0)
     with pytest.raises(TypeError):
         TokenBucket(1.5, 1.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
