@@ -176,10 +176,20 @@ class PeerConnection:
         if self.state is not ConnectionState.OPEN and not allow_closing:
             raise ConnectionClosedError(f"connection to {self.peer_id} is closed", self.close_code, self.close_reason)
         timeout = self._transport.config.write_timeout
+        lock = self._write_lock
         try:
-            async with self._write_lock:
-                async with asyncio.timeout(timeout):
+            transport = self._ws.transport
+            if (not lock.locked() and transport is not None
+                    and transport.get_write_buffer_size() + len(frame) < transport.get_write_buffer_limits()[1]):
+                # Fast path: nobody else is writing and the frame fits under
+                # the transport's high-water mark, so the write cannot block
+                # and needs no timer.
+                async with lock:
                     await self._ws.send(frame)
+            else:
+                async with lock:
+                    async with asyncio.timeout(timeout):
+                        await self._ws.send(frame)
         except TimeoutError:
             log.warning("write to %s timed out after %.1fs; closing", self.peer_id, timeout)
             self._start_close("write timeout", DisconnectCode.TIMEOUT, send_disconnect=False)
@@ -248,6 +258,8 @@ class PeerConnection:
                     self._log_drop()
                     continue
                 self.last_activity = time.monotonic()
+                if self.state is not ConnectionState.OPEN:
+                    continue  # closing: drain what is left, hand nothing more out
                 if not self.proven:
                     self.proven = True
                     self._transport._on_proven(self)

@@ -508,6 +508,7 @@ class Transport:
                     data = await ws.recv()
                     ack, result = responder.receive_hello(data)
                     await ws.send(ack, text=True)
+                    del ack, data  # not kept for the life of the connection
             except TimeoutError:
                 self._stats.handshakes_failed += 1
                 log.info("handshake from %s timed out", ws.remote_address)
@@ -663,6 +664,9 @@ class Transport:
             return self._await_handler(handler, conn, msg)
         try:
             result = handler(conn, msg)
+        except ConnectionClosedError as e:
+            self._handler_closed_error(conn, e)
+            return None
         except Exception:
             self._stats.handler_errors += 1
             log.exception("message handler failed on %s from %s", msg.type, conn.peer_id)
@@ -671,9 +675,19 @@ class Transport:
             return self._await_awaitable(result, conn, msg)
         return None
 
+    def _handler_closed_error(self, conn: PeerConnection, error: ConnectionClosedError) -> None:
+        # Sending on a closing connection is expected during shutdown: no traceback.
+        if conn.is_open:
+            self._stats.handler_errors += 1
+            log.warning("message handler on %s: %s", conn.peer_id, error)
+        else:
+            log.debug("handler reply to %s after its connection closed", conn.peer_id)
+
     async def _await_handler(self, handler: MessageHandler, conn: PeerConnection, msg: Message) -> None:
         try:
             await handler(conn, msg)  # type: ignore[misc]
+        except ConnectionClosedError as e:
+            self._handler_closed_error(conn, e)
         except Exception:
             self._stats.handler_errors += 1
             log.exception("message handler failed on %s from %s", msg.type, conn.peer_id)
@@ -681,6 +695,8 @@ class Transport:
     async def _await_awaitable(self, aw: Awaitable[None], conn: PeerConnection, msg: Message) -> None:
         try:
             await aw
+        except ConnectionClosedError as e:
+            self._handler_closed_error(conn, e)
         except Exception:
             self._stats.handler_errors += 1
             log.exception("message handler failed on %s from %s", msg.type, conn.peer_id)

@@ -167,3 +167,30 @@ async def test_a_bad_certificate_is_a_config_error(tmp_path):
     t = Transport(NodeManager.generate("tls"), config=cfg)
     with pytest.raises(ConfigError, match="tls_cert_path"):
         await t.start()
+
+
+async def test_stopping_under_load_does_not_flood_the_log(make_node, caplog):
+    async def echo(conn, msg):
+        await conn.send(msg.reply("echo", msg.payload))
+
+    server = Transport(NodeManager.generate("srv"),
+                       config=TransportConfig(listen_addr="127.0.0.1:0", rate_limit_burst=None))
+    server.on_message(echo)
+    await server.start()
+    client = await make_node("cli", rate_limit_burst=None)
+    conn = await client.connect(server.address)
+
+    async def flood():
+        try:
+            while True:
+                await conn.send(Message.new("load", client.node.node_id, conn.peer_id, {"x": "y" * 512}))
+        except ConnectionClosedError:
+            pass
+
+    task = asyncio.create_task(flood())
+    await asyncio.sleep(0.3)
+    with caplog.at_level("WARNING", logger="smsgnet"):
+        await server.stop()
+    await asyncio.wait_for(task, 5)
+    noisy = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(noisy) <= 3, [r.getMessage() for r in noisy[:5]]
