@@ -1163,8 +1163,13 @@ mod tests {
     }
 
     fn vectors(file: &str) -> serde_json::Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors").join(file);
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+        // the shared vectors live beside the repository; SMSGNET_VECTORS overrides
+        let dir = std::env::var_os("SMSGNET_VECTORS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"));
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reference vectors {}: {e}", path.display()));
+        serde_json::from_slice(&bytes).unwrap()
     }
 
     /// Every frame of smsg_frames.json is sealed byte for byte and opens back;
