@@ -158,6 +158,7 @@ async def test_bad_handshake_json_is_a_protocol_error_close(make_node):
     assert closed.value.rcvd.code == 1002
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")
 async def test_tls_with_a_generated_certificate(make_node, tmp_path):
     cert_path, key_path = make_certificate(tmp_path)
 
