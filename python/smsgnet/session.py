@@ -79,7 +79,7 @@ class Session:
             self._drop("unexpected_text", "text frame after the handshake")
             return None
         reason, body = self.receiver.receive(frame, now)
-        if reason is _OK or reason == _OK:
+        if body is not None:  # reason == "ok"
             try:
                 msg = Message.from_json(body)
             except InvalidMessageError as e:

@@ -24,6 +24,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.http11 import Request, Response
 
+from smsgnet import _core
 from smsgnet.config import TransportConfig
 from smsgnet.connection import PeerConnection
 from smsgnet.exceptions import (
@@ -153,6 +154,8 @@ class Transport:
         self._closed_drops: Counter[str] = Counter()
         self._closed_msgs = [0, 0]
         self._client_ssl: ssl.SSLContext | None = None
+        # handler failures are logged with a traceback at most ~10 a minute
+        self._handler_log_bucket = _core.TokenBucket(5, 10 / 60)
 
     # -- handler -------------------------------------------------------------
 
@@ -622,8 +625,9 @@ class Transport:
             self._record_pong(conn, msg)
         elif t == "disconnect":
             p = msg.payload if isinstance(msg.payload, dict) else {}
-            code = p.get("code") if isinstance(p.get("code"), int) else DisconnectCode.NORMAL
-            reason = p.get("reason") if isinstance(p.get("reason"), str) else ""
+            raw_code, raw_reason = p.get("code"), p.get("reason")
+            code = raw_code if type(raw_code) is int else int(DisconnectCode.NORMAL)
+            reason = raw_reason if isinstance(raw_reason, str) else ""
             conn._start_close(reason, code, send_disconnect=False, by_peer=True)
         elif t in ("handshake", "handshake_ack"):
             return None
@@ -668,12 +672,17 @@ class Transport:
             self._handler_closed_error(conn, e)
             return None
         except Exception:
-            self._stats.handler_errors += 1
-            log.exception("message handler failed on %s from %s", msg.type, conn.peer_id)
+            self._handler_failed(conn, msg)
             return None
         if inspect.isawaitable(result):
             return self._await_awaitable(result, conn, msg)
         return None
+
+    def _handler_failed(self, conn: PeerConnection, msg: Message) -> None:
+        self._stats.handler_errors += 1
+        if self._handler_log_bucket.allow():
+            log.exception("message handler failed on %s from %s (%d handler errors so far)",
+                          msg.type, conn.peer_id, self._stats.handler_errors)
 
     def _handler_closed_error(self, conn: PeerConnection, error: ConnectionClosedError) -> None:
         # Sending on a closing connection is expected during shutdown: no traceback.
@@ -689,8 +698,7 @@ class Transport:
         except ConnectionClosedError as e:
             self._handler_closed_error(conn, e)
         except Exception:
-            self._stats.handler_errors += 1
-            log.exception("message handler failed on %s from %s", msg.type, conn.peer_id)
+            self._handler_failed(conn, msg)
 
     async def _await_awaitable(self, aw: Awaitable[None], conn: PeerConnection, msg: Message) -> None:
         try:
@@ -698,8 +706,7 @@ class Transport:
         except ConnectionClosedError as e:
             self._handler_closed_error(conn, e)
         except Exception:
-            self._stats.handler_errors += 1
-            log.exception("message handler failed on %s from %s", msg.type, conn.peer_id)
+            self._handler_failed(conn, msg)
 
     async def _sweep_dedup(self) -> None:
         while True:
