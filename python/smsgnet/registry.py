@@ -171,28 +171,35 @@ class PeerRegistry:
     # -- transport callbacks -----------------------------------------------------
 
     def mark_connected(self, identity: NodeIdentity, address: str = "") -> Peer:
-        """Record a peer that has proven its key: add or update it, connected."""
+        """Record a peer that has proven its key: add or update it, connected.
+
+        The file is rewritten only when something it keeps changed (a new
+        peer, a new name, role or address), not for every reconnect; times
+        (``last_seen``) reach the file with the next save, e.g. at stop.
+        """
         peer = self._peers.get(identity.id)
+        changed = False
         if peer is None or peer.public_key != identity.public_key:
             peer = Peer.from_identity(identity, address)
+            changed = True
         else:
-            peer.name = identity.name or peer.name
-            peer.role = identity.role or peer.role
-            if address:
-                peer.address = address
+            for attr, value in (("name", identity.name), ("role", identity.role), ("address", address)):
+                if value and getattr(peer, attr) != value:
+                    setattr(peer, attr, value)
+                    changed = True
         peer.connected = True
         peer.last_seen = time.time()
         self._peers[identity.id] = peer
-        self.save()
+        if changed:
+            self.save()
         return peer
 
     def mark_disconnected(self, peer_id: str) -> None:
-        """Record that a peer's connection closed."""
+        """Record that a peer's connection closed (in memory; see mark_connected)."""
         peer = self._peers.get(peer_id)
         if peer is not None and peer.connected:
             peer.connected = False
             peer.last_seen = time.time()
-            self.save()
 
     def record_ping(self, peer_id: str, rtt_ms: float) -> None:
         """Record a round trip (not persisted on every ping)."""

@@ -35,6 +35,7 @@ from smsgnet.exceptions import (
     HandshakeTimeout,
     NotConnectedError,
     ProtocolError,
+    RegistryError,
     SmsgnetError,
     TransportError,
 )
@@ -266,6 +267,10 @@ class Transport:
             pending = [t for t in self._tasks if t is not current]
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            try:
+                self.registry.save()  # last-seen times of this run
+            except RegistryError as e:
+                log.warning("%s", e)
         finally:
             self._stopped.set()
 
