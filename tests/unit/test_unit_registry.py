@@ -302,3 +302,17 @@ def test_peers_without_id_and_non_string_keys_in_the_file_are_skipped(tmp_path):
     r = PeerRegistry(path)
     assert r.allowed_keys == frozenset({"k1"})
     assert [p.id for p in r] == [A.node_id]
+
+
+def test_reconnects_do_not_rewrite_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "peers.json"
+    r = PeerRegistry(path)
+    r.mark_connected(A.identity, "127.0.0.1:1")  # a new peer: written
+    writes = []
+    monkeypatch.setattr(r, "save", lambda: writes.append(1))
+    for _ in range(5):
+        r.mark_disconnected(A.node_id)
+        r.mark_connected(A.identity, "127.0.0.1:1")
+    assert writes == []
+    r.mark_connected(A.identity, "127.0.0.1:2")  # the address changed: written
+    assert writes == [1]
