@@ -54,7 +54,8 @@ impl DropReason {
         }
     }
 
-    fn of_error(e: &CoreError) -> DropReason {
+    /// The drop reason for a frame that failed to open.
+    pub fn of_error(e: &CoreError) -> DropReason {
         match e {
             CoreError::AuthenticationFailed => DropReason::Undecryptable,
             CoreError::EnvelopeInvalid(_) | CoreError::MessageInvalid(_) => DropReason::InvalidMessage,

@@ -349,14 +349,7 @@ impl FrameReceiver {
                 let mut dedup = self.dedup.borrow_mut(py);
                 receive::check_message(body, &mut dedup.inner, self.window, self.peer_id.as_deref(), now)
             }
-            Err(e) => {
-                let reason = match e {
-                    crate::error::CoreError::AuthenticationFailed => receive::DropReason::Undecryptable,
-                    crate::error::CoreError::EnvelopeInvalid(_) => receive::DropReason::InvalidMessage,
-                    _ => receive::DropReason::Malformed,
-                };
-                Verdict::Dropped(reason, e.to_string())
-            }
+            Err(e) => Verdict::Dropped(receive::DropReason::of_error(&e), e.to_string()),
         };
         match verdict {
             Verdict::Accepted(body) => {
