@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -122,9 +124,12 @@ def test_main_returns_exit_codes_in_process(tmp_path, capsys):
 def test_python_dash_m_and_console_script(cli, tmp_path):
     r = cli("keygen", "--state", str(tmp_path / "a"), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["id"]
-    script = shutil.which("smsgnet")
+    beside = Path(sys.executable).with_name("smsgnet")
+    script = shutil.which("smsgnet") or (str(beside) if beside.exists() else None)
     if script is None:
-        pytest.skip("the smsgnet console script is not on PATH")
+        # Only when the package was imported without being pip-installed (no
+        # entry point anywhere); `pip install .` (README, .ci/run) always creates it.
+        pytest.skip("the smsgnet console script is not installed")
     r = cli("keygen", "--state", str(tmp_path / "b"), "--json", exe=[script])
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["stateDir"] == str(tmp_path / "b")
