@@ -1163,10 +1163,11 @@ mod tests {
     }
 
     fn vectors(file: &str) -> serde_json::Value {
-        // the shared vectors live beside the repository; SMSGNET_VECTORS overrides
+        // the reference vectors are copied into tests/vectors (README there);
+        // SMSGNET_VECTORS overrides the directory
         let dir = std::env::var_os("SMSGNET_VECTORS")
             .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"));
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors"));
         let path = dir.join(file);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reference vectors {}: {e}", path.display()));
         serde_json::from_slice(&bytes).unwrap()

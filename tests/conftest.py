@@ -1,4 +1,5 @@
-"""Shared test helpers: the reference vectors in ``../shared/vectors``.
+"""Shared test helpers: the reference vectors in ``tests/vectors/`` (copied
+unchanged from the reference Go code's output; see the README there).
 
 ``SMSGNET_VECTORS`` overrides the directory. A missing directory or file is an
 error, never a skip: the vectors are the interop contract.
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
-DEFAULT_VECTORS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "vectors"
+DEFAULT_VECTORS_DIR = Path(__file__).resolve().parent / "vectors"
 
 
 def vectors_dir() -> Path:
