@@ -12,7 +12,17 @@ Theory of operation::
       → HandshakeResult
 
 After this both sides hold the same shared secret; every later frame is an
-SMSG frame. The responder has *not* yet seen proof that the initiator holds its
+SMSG frame.
+
+Limits: before anything else looks at a peer's identity, both sides check it
+against :data:`smsgnet.identity.IDENTITY_LIMITS` and the control character rule
+(:meth:`NodeIdentity.check_fields`). The responder refuses with the reason
+(``identity field name too long (max 256)``) and an empty ``to``, so nothing
+oversized is echoed back; the initiator raises :class:`PeerAuthenticationError`.
+Every peer-chosen string that reaches a refusal reason, an exception message
+or :attr:`Responder.refusal` goes through :func:`smsgnet.logsafe.clip`
+(escaped, at most :data:`REASON_LIMIT` characters plus a counter), so those
+are safe to log. Valid handshakes are unchanged byte for byte. The responder has *not* yet seen proof that the initiator holds its
 private key: that proof is the initiator's first frame that decrypts. The
 transport treats an inbound connection as unproven until then.
 """
@@ -34,6 +44,7 @@ from smsgnet.exceptions import (
     ProtocolError,
 )
 from smsgnet.identity import NodeIdentity, NodeManager
+from smsgnet.logsafe import clip
 from smsgnet.message import Message, MessageType, b64decode, b64encode
 from smsgnet.registry import PeerRegistry
 
@@ -43,6 +54,11 @@ PROTOCOL_VERSION = "1.0"
 SUPPORTED_VERSIONS = ("1.0",)
 CHALLENGE_LEN = 32
 MAX_CHALLENGE_LEN = 1024
+
+#: Characters of a refusal reason kept (ours and the peer's), before clip's counter.
+REASON_LIMIT = 120
+#: Characters of a peer's unsupported version quoted in the refusal.
+VERSION_QUOTE_LIMIT = 32
 
 REASON_NOT_AUTHORIZED = "peer not authorized"
 REASON_ID_MISMATCH = "node ID does not match public key"
@@ -69,7 +85,7 @@ def _parse(data: bytes | str, expected: str) -> tuple[Message, dict[str, Any]]:
     except InvalidMessageError as e:
         raise ProtocolError(f"{expected}: {e}") from None
     if msg.type != expected:
-        raise ProtocolError(f"expected {expected}, got {msg.type!r}")
+        raise ProtocolError(f"expected {expected}, got {clip(msg.type, 40)!r}")
     if not isinstance(msg.payload, dict):
         raise ProtocolError(f"{expected} payload is not a JSON object")
     return msg, msg.payload
@@ -126,15 +142,22 @@ class Initiator:
     def receive_ack(self, data: bytes | str) -> HandshakeResult:
         """Check the responder's answer.
 
-        Raises :class:`HandshakeRefused` (with the peer's reason),
-        :class:`PeerAuthenticationError` (wrong key, wrong ID, bad HMAC), or
+        Raises :class:`HandshakeRefused` (with the peer's reason, escaped and
+        capped by :func:`~smsgnet.logsafe.clip`), :class:`PeerAuthenticationError`
+        (an identity field too long or holding a control character, wrong key,
+        wrong ID, bad HMAC), or
         :class:`ProtocolError` (not a handshake_ack).
         """
         msg, payload = _parse(data, MessageType.HANDSHAKE_ACK)
         if payload.get("accepted") is not True:
             reason = payload.get("reason")
-            raise HandshakeRefused(reason if isinstance(reason, str) and reason else "no reason given")
+            raise HandshakeRefused(clip(reason, REASON_LIMIT) if isinstance(reason, str) and reason
+                                   else "no reason given")
         identity = _identity(payload, "handshake_ack")
+        try:
+            identity.check_fields()
+        except ValueError as e:
+            raise PeerAuthenticationError(f"responder identity: {e}") from None
         try:
             public = identity.verify()
         except InvalidKeyError as e:
@@ -159,7 +182,9 @@ class Initiator:
 
 class Responder:
     """The accepting side: :meth:`receive_hello` returns the ack to send and,
-    when accepted, the result. A refusal's reason is in :attr:`refusal`."""
+    when accepted, the result. A refusal's reason is in :attr:`refusal`
+    (safe to log: escaped and capped); :attr:`peer` is the identity the peer
+    presented, set only once it passed :meth:`NodeIdentity.check_fields`."""
 
     def __init__(self, node: NodeManager, registry: PeerRegistry) -> None:
         self.node = node
@@ -171,21 +196,27 @@ class Responder:
         return Message(type=MessageType.HANDSHAKE_ACK, payload=payload, from_=self.node.node_id, to=to).to_json()
 
     def _refuse(self, to: str, reason: str) -> tuple[bytes, None]:
+        # reasons are ours; any peer-chosen part was clip()ped where it was quoted
         self.refusal = reason
         return self._ack(to, {"identity": self.node.identity.to_dict(), "accepted": False, "reason": reason}), None
 
     def receive_hello(self, data: bytes | str) -> tuple[bytes, HandshakeResult | None]:
         """Answer a handshake. Raises :class:`ProtocolError` when it is not one
-        (the caller then closes without answering)."""
+        (the caller then closes without answering). An identity beyond the
+        field limits is refused with its reason, like any other refusal."""
         msg, payload = _parse(data, MessageType.HANDSHAKE)
         identity = _identity(payload, "handshake")
+        try:
+            identity.check_fields()
+        except ValueError as e:
+            return self._refuse("", str(e))  # do not echo an oversized or forged id back
         self.peer = identity
         version = payload.get("version")
         if version not in SUPPORTED_VERSIONS:
+            quoted = clip(version, VERSION_QUOTE_LIMIT) if isinstance(version, str) else ""
             return self._refuse(
                 identity.id,
-                f"incompatible protocol version {version if isinstance(version, str) else ''}, "
-                f"supported: [{', '.join(SUPPORTED_VERSIONS)}]",
+                f"incompatible protocol version {quoted}, supported: [{', '.join(SUPPORTED_VERSIONS)}]",
             )
         try:
             public = identity.verify()

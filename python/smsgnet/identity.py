@@ -4,16 +4,44 @@ JSON object a node presents in the handshake.
 A :class:`NodeManager` owns the private key. With a state directory it keeps
 ``private.key`` (32 raw bytes, mode 0600) and ``identity.json`` in a directory
 of mode 0700, both written atomically (temporary file, fsync, rename).
+
+Limits on identity fields
+-------------------------
+
+A peer chooses every field of the identity it presents, and the registry keeps
+and logs them, so each field has a maximum length (:data:`IDENTITY_LIMITS`,
+in characters, by wire name)::
+
+    id          32   exactly 32 lowercase hex digits (hash of the key, PROTOCOL.md §1)
+    publicKey   44   exactly 44 characters of padded standard base64 (32 bytes)
+    name       256
+    createdAt   64   RFC 3339 as the reference writes it needs at most 35
+    role        64   the reference roles need at most 10
+
+and no field may hold a control character (U+0000-U+001F, U+007F-U+009F) or a
+line/paragraph separator (U+2028, U+2029): such an identity is refused, not
+cleaned, so what a peer is called is exactly what it sent. Other characters
+are allowed; logs still show every peer string through
+:func:`smsgnet.logsafe.clip`, which escapes anything not printable.
+:meth:`NodeIdentity.check_fields` applies the rule; the handshake refuses a
+peer's identity that breaks it (``accepted: false`` with the reason, e.g.
+``identity field name too long (max 256)``), and :class:`NodeManager` refuses
+to build such an identity for this node, so a node never presents one its
+peers would refuse. The exact lengths of ``id`` and ``publicKey`` are checked
+by :meth:`NodeIdentity.verify`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Final
 
 import orjson
 
@@ -21,10 +49,17 @@ from smsgnet import _core
 from smsgnet.exceptions import IdentityError, InvalidKeyError
 from smsgnet.message import b64decode, b64encode, format_timestamp
 
-__all__ = ["NodeRole", "NodeIdentity", "NodeManager"]
+__all__ = ["IDENTITY_LIMITS", "NodeRole", "NodeIdentity", "NodeManager"]
 
 PRIVATE_KEY_FILE = "private.key"
 IDENTITY_FILE = "identity.json"
+
+#: Maximum length in characters of each identity field, by wire name.
+IDENTITY_LIMITS: Final[Mapping[str, int]] = MappingProxyType(
+    {"id": 32, "name": 256, "publicKey": 44, "createdAt": 64, "role": 64}
+)
+#: Characters no identity field may hold: C0 and C1 controls, DEL, U+2028, U+2029.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 class NodeRole(StrEnum):
@@ -79,6 +114,20 @@ class NodeIdentity:
             values[key] = v
         return cls(values["id"], values["name"], values["publicKey"], values["createdAt"], values["role"])
 
+    def check_fields(self) -> None:
+        """Check every field against :data:`IDENTITY_LIMITS` and the control
+        character rule (see the module docstring). Raises :class:`ValueError`
+        whose message is the refusal reason, e.g. ``identity field name too
+        long (max 256)``. Cheap: call it before anything else looks at a
+        peer's identity."""
+        for key, value in (("id", self.id), ("name", self.name), ("publicKey", self.public_key),
+                           ("createdAt", self.created_at), ("role", self.role)):
+            limit = IDENTITY_LIMITS[key]
+            if len(value) > limit:
+                raise ValueError(f"identity field {key} too long (max {limit})")
+            if _FORBIDDEN.search(value):
+                raise ValueError(f"identity field {key} holds a control character")
+
     def verify(self) -> bytes:
         """Check the identity is self-consistent; return the raw public key.
 
@@ -130,6 +179,10 @@ class NodeManager:
     __slots__ = ("_private", "identity", "state_dir")
 
     def __init__(self, private_key: bytes, identity: NodeIdentity, state_dir: Path | None = None) -> None:
+        try:
+            identity.check_fields()
+        except ValueError as e:
+            raise IdentityError(str(e)) from None
         public = _core.public_key(private_key)
         if b64encode(public) != identity.public_key or _core.node_id(public) != identity.id:
             raise IdentityError("identity does not match the private key")
@@ -141,7 +194,11 @@ class NodeManager:
     def from_private_key(
         cls, private_key: bytes, name: str = "", role: str = NodeRole.DUAL, created_at: str | None = None
     ) -> NodeManager:
-        """An in-memory node for a given private key (tests, tools)."""
+        """An in-memory node for a given private key (tests, tools).
+
+        Raises :class:`IdentityError` for an unknown role, or a name or
+        ``created_at`` beyond :data:`IDENTITY_LIMITS` or holding a control
+        character (peers would refuse such an identity)."""
         try:
             role = str(NodeRole(role))
         except ValueError:
@@ -164,7 +221,8 @@ class NodeManager:
         """A fresh identity; saved to ``state_dir`` when given.
 
         Refuses to replace an identity already in ``state_dir`` unless
-        ``overwrite`` (raises :class:`IdentityError`).
+        ``overwrite``, and a name beyond :data:`IDENTITY_LIMITS` or holding a
+        control character (raises :class:`IdentityError`).
         """
         try:
             role = str(NodeRole(role))

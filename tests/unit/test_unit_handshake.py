@@ -33,7 +33,8 @@ from smsgnet import (
     SmsgnetError,
 )
 from smsgnet import _core
-from smsgnet.handshake import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+from smsgnet.handshake import PROTOCOL_VERSION, REASON_LIMIT, SUPPORTED_VERSIONS
+from smsgnet.identity import IDENTITY_LIMITS
 
 h = bytes.fromhex
 NONCE = slice(9 + 48, 9 + 48 + 24)  # "SMSG", version byte, header length, 48-byte header, then the nonce
@@ -300,6 +301,90 @@ def test_a_missing_or_bad_challenge_is_refused(alice, bob, challenge):
     responder = Responder(bob, PeerRegistry())
     _, result = responder.receive_hello(hello)
     assert result is None and responder.refusal == "invalid challenge"
+
+
+# ---------------------------------------------------------------------------
+# identity field limits (issue 8: a 900 KiB name was accepted, saved, and logged)
+
+OVERSIZED = {"id": "0" * 1024 * 1024, "name": "x" * 900 * 1024, "publicKey": "A" * 100_000,
+             "createdAt": "2" * 65, "role": "r" * 65}
+
+
+@pytest.mark.parametrize("key", list(OVERSIZED))
+def test_an_oversized_identity_field_is_refused_with_a_reason_the_initiator_sees(alice, bob, key):
+    initiator = Initiator(alice)
+    hello = edit(initiator.hello(), lambda o: o["payload"]["identity"].update({key: OVERSIZED[key]}))
+    responder = Responder(bob, PeerRegistry())
+    ack, result = responder.receive_hello(hello)
+    reason = f"identity field {key} too long (max {IDENTITY_LIMITS[key]})"
+    assert result is None and responder.refusal == reason and responder.peer is None
+    assert len(ack) < 1024  # nothing of the oversized value is echoed back
+    assert orjson.loads(ack)["to"] == ""
+    with pytest.raises(HandshakeRefused) as e:
+        initiator.receive_ack(ack)
+    assert e.value.reason == reason
+
+
+def test_a_name_at_the_limit_is_accepted(alice, bob):
+    hello = edit(Initiator(alice).hello(), lambda o: o["payload"]["identity"].update(name="n" * 256))
+    assert Responder(bob, PeerRegistry()).receive_hello(hello)[1] is not None
+
+
+def test_a_newline_in_the_id_is_refused_and_never_reaches_the_reason_or_the_ack(alice, bob):
+    forged = alice.node_id[:8] + "\nCRITICAL forged"  # within 32 characters
+    hello = edit(Initiator(alice).hello(), lambda o: o["payload"]["identity"].update(id=forged))
+    responder = Responder(bob, PeerRegistry())
+    ack, result = responder.receive_hello(hello)
+    assert result is None and responder.peer is None
+    assert responder.refusal == "identity field id holds a control character"
+    assert b"forged" not in ack
+
+
+@pytest.mark.parametrize("char", ["\n", "\x1b", "\u2028"], ids=repr)
+def test_a_control_character_in_the_name_is_refused(alice, bob, char):
+    hello = edit(Initiator(alice).hello(), lambda o: o["payload"]["identity"].update(name="a" + char + "b"))
+    responder = Responder(bob, PeerRegistry())
+    assert responder.receive_hello(hello)[1] is None
+    assert responder.refusal == "identity field name holds a control character"
+
+
+def test_a_huge_version_string_is_quoted_short_and_escaped_in_the_refusal(alice, bob):
+    version = "9\n" * 500_000
+    hello = edit(Initiator(alice).hello(), lambda o: o["payload"].update(version=version))
+    responder = Responder(bob, PeerRegistry())
+    ack, result = responder.receive_hello(hello)
+    assert result is None and len(ack) < 1024
+    assert responder.refusal.startswith("incompatible protocol version 9\\n9\\n")
+    assert "\n" not in responder.refusal and len(responder.refusal) <= REASON_LIMIT + 30
+
+
+def test_a_refused_hello_of_the_wrong_type_names_the_type_briefly(alice, bob):
+    hello = edit(Initiator(alice).hello(), lambda o: o.update(type="t\n" * 500_000))
+    with pytest.raises(ProtocolError) as e:
+        Responder(bob, PeerRegistry()).receive_hello(hello)
+    assert len(str(e.value)) < 200 and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(("key", "value"), [("name", "x" * 257), ("role", "r" * 65), ("createdAt", "c\n"),
+                                            ("name", "a\x1bb")])
+def test_an_ack_with_an_identity_field_beyond_the_limits_is_refused(transcript, alice, key, value):
+    ack = edit(valid_ack(transcript), lambda o: o["payload"]["identity"].update({key: value}))
+    with pytest.raises(PeerAuthenticationError, match=f"identity field {key}"):
+        transcript_initiator(transcript, alice).receive_ack(ack)
+
+
+def test_the_unedited_ack_passes_so_the_limit_test_above_can_fail(transcript, alice):
+    ack = edit(valid_ack(transcript), lambda o: None)
+    transcript_initiator(transcript, alice).receive_ack(ack)
+
+
+def test_a_peers_huge_refusal_reason_reaches_the_initiator_capped_and_on_one_line(transcript, alice):
+    reason = "no\r\nCRITICAL forged " * 100_000
+    ack = edit(valid_ack(transcript), lambda o: o["payload"].update(accepted=False, reason=reason))
+    with pytest.raises(HandshakeRefused) as e:
+        transcript_initiator(transcript, alice).receive_ack(ack)
+    assert len(e.value.reason) <= REASON_LIMIT + 30 and len(str(e.value).splitlines()) == 1
+    assert e.value.reason.startswith("no\\r\\nCRITICAL forged")
 
 
 # ---------------------------------------------------------------------------

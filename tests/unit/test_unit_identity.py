@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from smsgnet import IdentityError, InvalidKeyError, NodeIdentity, NodeManager, NodeRole
-from smsgnet.identity import IDENTITY_FILE, PRIVATE_KEY_FILE
+from smsgnet.identity import IDENTITY_FILE, IDENTITY_LIMITS, PRIVATE_KEY_FILE
 
 h = bytes.fromhex
 
@@ -130,6 +130,68 @@ def test_identity_from_dict_refuses_non_objects(obj):
 def test_identity_from_dict_refuses_non_string_fields(key):
     with pytest.raises(ValueError, match=key):
         NodeIdentity.from_dict({key: 1})
+
+
+# ---------------------------------------------------------------------------
+# field limits and the control character rule (issue 8: a 900 KiB name was accepted and saved)
+
+VALID = {"id": "0" * 32, "name": "n", "publicKey": "A" * 43 + "=", "createdAt": "2025-01-01T00:00:00Z", "role": "dual"}
+
+
+def ident(**changes: str) -> NodeIdentity:
+    return NodeIdentity.from_dict({**VALID, **changes})
+
+
+@pytest.mark.vectors("identity.json")
+def test_the_reference_identities_are_within_the_limits(case):
+    NodeIdentity.from_dict(json.loads(case["node_identity_json"])).check_fields()
+
+
+def test_the_limits_are_the_documented_ones():
+    assert dict(IDENTITY_LIMITS) == {"id": 32, "name": 256, "publicKey": 44, "createdAt": 64, "role": 64}
+
+
+@pytest.mark.parametrize("key", ["id", "name", "publicKey", "createdAt", "role"])
+def test_a_field_at_its_limit_passes_and_one_character_more_is_refused_by_name(key):
+    limit = IDENTITY_LIMITS[key]
+    ident(**{key: "a" * limit}).check_fields()
+    with pytest.raises(ValueError, match=rf"^identity field {key} too long \(max {limit}\)$"):
+        ident(**{key: "a" * (limit + 1)}).check_fields()
+
+
+def test_a_900_kib_name_is_refused():
+    with pytest.raises(ValueError, match="name too long"):
+        ident(name="x" * 900 * 1024).check_fields()
+
+
+@pytest.mark.parametrize("key", ["id", "name", "publicKey", "createdAt", "role"])
+@pytest.mark.parametrize("char", ["\n", "\r", "\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u2029"], ids=repr)
+def test_a_control_character_in_any_field_is_refused(key, char):
+    with pytest.raises(ValueError, match=rf"^identity field {key} holds a control character$"):
+        ident(**{key: "ab" + char + "cd"}).check_fields()
+
+
+@pytest.mark.parametrize("name", ["Zoë", "東京 node", "🚀", "tab-less name with spaces", "\u202ertl", "a\\b"])
+def test_other_characters_are_allowed_in_a_name(name):
+    ident(name=name).check_fields()
+
+
+def test_this_node_cannot_be_given_a_name_its_peers_would_refuse():
+    NodeManager.generate("n" * 256)
+    with pytest.raises(IdentityError, match="name too long"):
+        NodeManager.generate("n" * 257)
+    with pytest.raises(IdentityError, match="control character"):
+        NodeManager.from_private_key(b"\x01" * 32, "two\nlines")
+    with pytest.raises(IdentityError, match="createdAt too long"):
+        NodeManager.from_private_key(b"\x01" * 32, "n", created_at="2" * 65)
+
+
+def test_an_identity_file_with_an_oversized_name_does_not_load(tmp_path, alice):
+    alice.save(tmp_path)
+    obj = orjson.loads((tmp_path / IDENTITY_FILE).read_bytes())
+    (tmp_path / IDENTITY_FILE).write_bytes(orjson.dumps({**obj, "name": "x" * 300}))
+    with pytest.raises(IdentityError, match="name too long"):
+        NodeManager.load(tmp_path)
 
 
 # ---------------------------------------------------------------------------
