@@ -502,7 +502,7 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
             pass
     try:
         await transport.start()
-        host = config.listen_addr.rpartition(":")[0]
+        host = (config.listen_addr or "").rpartition(":")[0]
         _print_json({
             "id": node.node_id,
             "publicKey": node.identity.public_key,
@@ -546,7 +546,7 @@ class _Replies:
 
 def _client_config(args: argparse.Namespace, *, control: bool) -> TransportConfig:
     return TransportConfig(
-        listen_addr="127.0.0.1:0",
+        listen_addr=None,  # a client listens on nothing
         ws_path=args.path,
         handshake_timeout=args.timeout,
         tls_verify=not args.insecure,
@@ -565,7 +565,7 @@ def _client_node(args: argparse.Namespace, name: str) -> NodeManager:
 async def _client_session(
     args: argparse.Namespace, node: NodeManager, *, control: bool
 ) -> AsyncIterator[tuple[str, PeerConnection, _Replies]]:
-    """Start a loopback-only transport, connect to ADDR, and close it all afterwards."""
+    """Start a client-only transport, connect to ADDR, and close it all afterwards."""
     url = build_url(args.addr, args.path)
     replies = _Replies()
     transport = Transport(node, config=_client_config(args, control=control))

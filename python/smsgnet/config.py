@@ -20,7 +20,8 @@ class TransportConfig:
     """
 
     #: ``HOST:PORT`` to listen on; ``":9091"`` means every interface, port 9091.
-    listen_addr: str = ":9091"
+    #: None: a client-only node that listens on nothing and only dials out.
+    listen_addr: str | None = ":9091"
     #: WebSocket endpoint path.
     ws_path: str = "/ws"
     #: PEM certificate and key; when both are set the node serves ``wss://``.
@@ -31,8 +32,25 @@ class TransportConfig:
     #: Verify the certificate of ``wss://`` peers. Peers are authenticated by
     #: their X25519 key in any case; turn off for self-signed reference nodes.
     tls_verify: bool = True
-    #: Established + pending connections at which new upgrades get HTTP 503.
+    #: Established + pending connections at which new upgrades get HTTP 503
+    #: (when no connection pending proof of key is left to give way).
     max_conns: int = 100
+    #: Inbound connections that finished the handshake but have not yet proven
+    #: their key: at most this many in all (None: ``max_conns``), per claimed
+    #: peer ID and per remote host. At a limit the oldest pending one is closed.
+    max_pending: int | None = None
+    max_pending_per_peer: int = 4
+    max_pending_per_address: int = 16
+    #: An inbound connection must prove its key within this time (None:
+    #: ``ping_interval + pong_timeout``, since a Go initiator may first speak
+    #: with its keepalive ping).
+    proof_timeout: float | None = None
+    #: Reconnect (``connect(..., reconnect=True)``): jittered exponential backoff
+    #: from ``reconnect_initial_delay``, times ``reconnect_factor`` per failed
+    #: attempt, capped at ``reconnect_max_delay``.
+    reconnect_initial_delay: float = 0.1
+    reconnect_factor: float = 2.0
+    reconnect_max_delay: float = 30.0
     #: Largest WebSocket message accepted, during the handshake too (bytes).
     max_message_size: int = 1 << 20
     #: Keepalive: a ping every ``ping_interval``; a connection silent for
@@ -77,16 +95,28 @@ class TransportConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
                 raise ConfigError(f"{name} must be an integer >= {minimum}, got {v!r}")
 
-        if not isinstance(self.listen_addr, str) or ":" not in self.listen_addr:
-            raise ConfigError(f"listen_addr must look like HOST:PORT, got {self.listen_addr!r}")
-        host, _, port = self.listen_addr.rpartition(":")
-        if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
-            raise ConfigError(f"listen_addr port must be 0-65535, got {self.listen_addr!r}")
+        if self.listen_addr is not None:
+            if not isinstance(self.listen_addr, str) or ":" not in self.listen_addr:
+                raise ConfigError(f"listen_addr must look like HOST:PORT or be None, got {self.listen_addr!r}")
+            host, _, port = self.listen_addr.rpartition(":")
+            if not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
+                raise ConfigError(f"listen_addr port must be 0-65535, got {self.listen_addr!r}")
         if not isinstance(self.ws_path, str) or not self.ws_path.startswith("/"):
             raise ConfigError(f"ws_path must start with '/', got {self.ws_path!r}")
         if (self.tls_cert_path is None) != (self.tls_key_path is None):
             raise ConfigError("tls_cert_path and tls_key_path must be set together")
         integer("max_conns", 1)
+        if self.max_pending is not None:
+            integer("max_pending", 1)
+        integer("max_pending_per_peer", 1)
+        integer("max_pending_per_address", 1)
+        if self.proof_timeout is not None:
+            positive("proof_timeout")
+        positive("reconnect_initial_delay")
+        positive("reconnect_max_delay")
+        positive("reconnect_factor")
+        if self.reconnect_factor < 1:
+            raise ConfigError(f"reconnect_factor must be >= 1, got {self.reconnect_factor!r}")
         integer("max_message_size", 64)
         for name in ("ping_interval", "pong_timeout", "handshake_timeout", "write_timeout",
                      "dedup_ttl", "dedup_sweep_interval"):
@@ -101,15 +131,30 @@ class TransportConfig:
             raise ConfigError("allowed_origin_hosts must be a tuple of host names")
 
     @property
+    def listens(self) -> bool:
+        """False for a client-only node (``listen_addr=None``)."""
+        return self.listen_addr is not None
+
+    @property
     def host(self) -> str:
-        """Listen host ('' = every interface); IPv6 brackets removed."""
-        host = self.listen_addr.rpartition(":")[0]
+        """Listen host ('' = every interface); IPv6 brackets removed ('' when not listening)."""
+        host = (self.listen_addr or "").rpartition(":")[0]
         return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
     @property
     def port(self) -> int:
-        """Listen port (0 = pick a free one)."""
-        return int(self.listen_addr.rpartition(":")[2])
+        """Listen port (0 = pick a free one; 0 when not listening)."""
+        return int(self.listen_addr.rpartition(":")[2]) if self.listen_addr is not None else 0
+
+    @property
+    def proof_deadline(self) -> float:
+        """Seconds an inbound connection has to prove its key."""
+        return self.proof_timeout if self.proof_timeout is not None else self.idle_limit
+
+    @property
+    def pending_limit(self) -> int:
+        """Most inbound connections pending proof of key at once."""
+        return self.max_pending if self.max_pending is not None else self.max_conns
 
     @property
     def tls_enabled(self) -> bool:

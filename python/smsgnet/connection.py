@@ -1,15 +1,18 @@
-"""A live, authenticated connection to one peer (the asyncio side).
+"""One encrypted connection to one peer: a socket, a session and an owner.
 
 ``PeerConnection`` moves frames between a ``websockets`` connection and a
-:class:`~smsgnet.session.Session`; it holds no crypto of its own.
+:class:`~smsgnet.session.Session` (which holds the protocol: proof of key,
+ping/pong, disconnect, keepalive timing); it holds no crypto and no rules of
+its own. What happens to the connection in the node (live, pending,
+replaced) is the owner's business, reached through :class:`ConnectionOwner`.
 
 States (one table, as data)::
 
     OPEN     ── graceful_close() / peer disconnect / idle / error ──▶ CLOSING
     CLOSING  ── WebSocket closed ──────────────────────────────────▶ CLOSED
 
-An inbound connection starts *unproven*: the initiator has not yet shown it
-holds its key. Its first frame that decrypts proves it (``proven`` turns True).
+An inbound connection starts *unproven* (``proven`` False): nothing is sealed
+for it until its first authentic frame, and the owner keeps it out of sight.
 """
 
 from __future__ import annotations
@@ -18,25 +21,34 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
-from smsgnet import _core
-from smsgnet.exceptions import ConnectionClosedError
+from smsgnet.exceptions import ConnectionClosedError, NotConnectedError
 from smsgnet.identity import NodeIdentity
 from smsgnet.message import DisconnectCode, Message
 from smsgnet.registry import Peer
-from smsgnet.session import Session
+from smsgnet.session import (
+    CloseForSilence,
+    FrameDropped,
+    MessageReceived,
+    PeerDisconnected,
+    PingReceived,
+    PongReceived,
+    Proven,
+    SendPing,
+    Session,
+)
 
 if TYPE_CHECKING:
     from websockets.asyncio.connection import Connection
 
-    from smsgnet.transport import Transport
+    from smsgnet.config import TransportConfig
 
-__all__ = ["PeerConnection", "ConnectionState", "ConnectionStats"]
+__all__ = ["PeerConnection", "ConnectionState", "ConnectionStats", "ConnectionOwner"]
 
 log = logging.getLogger("smsgnet")
 
@@ -69,6 +81,30 @@ _WS_CLOSE_CODE = {
 #: How long the best-effort disconnect message may take before we close anyway.
 DISCONNECT_SEND_TIMEOUT = 1.0
 
+#: WebSocket close reason of a connection closed because the pair already has a link.
+DUPLICATE_REASON = "duplicate connection"
+
+
+class ConnectionOwner(Protocol):
+    """What a connection needs from the node that holds it."""
+
+    config: TransportConfig
+
+    @property
+    def node_id(self) -> str: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    def connection_proven(self, conn: PeerConnection) -> None: ...
+
+    def connection_closed(self, conn: PeerConnection) -> None: ...
+
+    def deliver(self, conn: PeerConnection, msg: Message) -> Awaitable[None] | None: ...
+
+    def pong_received(self, conn: PeerConnection, rtt_ms: float | None) -> None: ...
+
+    def frame_dropped(self, conn: PeerConnection, drop: FrameDropped) -> None: ...
+
 
 @dataclass(slots=True)
 class ConnectionStats:
@@ -84,43 +120,52 @@ class ConnectionStats:
 
 class PeerConnection:
     """One encrypted connection. Use :meth:`send` and :meth:`graceful_close`;
-    the transport runs its read loop and keepalive."""
+    the node runs its read loop and keepalive."""
 
     def __init__(
         self,
-        transport: Transport,
+        owner: ConnectionOwner,
         ws: Connection,
         identity: NodeIdentity,
         shared_secret: bytes,
+        session: Session,
         *,
         outbound: bool,
+        peer: Peer,
         address: str = "",
     ) -> None:
-        self._transport = transport
+        self._owner = owner
         self._ws = ws
+        self._session = session
         self.identity = identity
-        self.peer: Peer = transport.registry.get(identity.id) or Peer.from_identity(identity, address)
+        #: The registry's view of the peer (address, key, last seen).
+        self.peer = peer
         self.shared_secret = shared_secret
+        #: True when this node dialled the connection.
         self.outbound = outbound
+        #: The address dialled (outbound) or the remote socket address (inbound).
         self.address = address
-        #: True once the peer has proven it holds its key (HMAC for outbound,
-        #: first authenticated frame for inbound).
-        self.proven = outbound
+        remote = ws.remote_address
+        #: The remote host (per-address limits of pending connections).
+        self.remote_host = str(remote[0]) if remote else ""
+        #: ``time.monotonic()`` when the handshake finished.
+        self.established_at = time.monotonic()
         self.state = ConnectionState.OPEN
-        self.last_activity = time.monotonic()
         self.ping_ms: float | None = None
         #: Set when the connection closes: the disconnect code and reason,
         #: ours or the peer's (whichever came first).
         self.close_code: int | None = None
         self.close_reason: str = ""
         self.closed_by_peer = False
-        self._session = Session(identity.id, shared_secret, transport._dedup, transport.config)
+        #: Closed by the user (:meth:`graceful_close`) or by the node's stop.
+        self.closed_locally = False
+        #: The live link that took this one's place after a dial race or a
+        #: duplicate dial; :meth:`send` on this connection goes there.
+        self.superseded_by: PeerConnection | None = None
         self._write_lock = asyncio.Lock()
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task[None] | None = None
-        self._log_bucket = _core.TokenBucket(max(1, transport.config.drop_log_per_minute),
-                                             transport.config.drop_log_per_minute / 60.0)
-        self._unlogged_drops = 0
+        self._timer: asyncio.TimerHandle | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.frames_in = 0
@@ -133,6 +178,12 @@ class PeerConnection:
         return self.identity.id
 
     @property
+    def proven(self) -> bool:
+        """True once the peer has proven it holds its key (outbound: by the
+        handshake's HMAC; inbound: by its first authentic frame)."""
+        return self._session.proven
+
+    @property
     def is_open(self) -> bool:
         """True until a close has started."""
         return self.state is ConnectionState.OPEN
@@ -141,6 +192,11 @@ class PeerConnection:
     def remote_address(self) -> Any:
         """The peer's socket address."""
         return self._ws.remote_address
+
+    @property
+    def session(self) -> Session:
+        """The protocol state of this connection (sans I/O)."""
+        return self._session
 
     @property
     def stats(self) -> ConnectionStats:
@@ -161,21 +217,39 @@ class PeerConnection:
     async def send(self, msg: Message) -> None:
         """Encrypt and send one message.
 
-        Writers are serialised; a write that takes longer than the configured
-        write timeout closes the connection and raises
-        :class:`ConnectionClosedError`, as does sending on a closed connection.
-        """
+        Writers are serialised; a write (including its wait for earlier
+        writes) that takes longer than the configured write timeout closes the
+        connection and raises :class:`ConnectionClosedError`, as does sending
+        on a closed connection. A connection that lost a dial race or turned
+        out to duplicate a live link forwards to that link."""
         if not msg.from_:
-            msg.from_ = self._transport.node.node_id
-        await self._send_frame(self._session.seal_json(msg.id, msg.to_json()))
+            msg.from_ = self._owner.node_id
+        if self.state is not ConnectionState.OPEN:
+            live = self.superseded_by
+            if live is not None and live.is_open:
+                await live.send(msg)
+                return
+            raise self._closed_error()
+        try:
+            frame = self._session.seal_json(msg.id, msg.to_json())
+        except NotConnectedError:
+            raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
+        await self._send_frame(frame)
 
     async def _send_sealed_json(self, message_id: str, message_json: bytes) -> None:
+        if self.state is not ConnectionState.OPEN:
+            raise self._closed_error()
         await self._send_frame(self._session.seal_json(message_id, message_json))
+
+    def _closed_error(self) -> ConnectionClosedError:
+        why = f" ({self.close_code} {self.close_reason})" if self.close_code is not None else ""
+        return ConnectionClosedError(f"connection to {self.peer_id} is closed{why}", self.close_code,
+                                     self.close_reason)
 
     async def _send_frame(self, frame: bytes, *, allow_closing: bool = False) -> None:
         if self.state is not ConnectionState.OPEN and not allow_closing:
-            raise ConnectionClosedError(f"connection to {self.peer_id} is closed", self.close_code, self.close_reason)
-        timeout = self._transport.config.write_timeout
+            raise self._closed_error()
+        timeout = self._owner.config.write_timeout
         lock = self._write_lock
         try:
             transport = self._ws.transport
@@ -187,23 +261,51 @@ class PeerConnection:
                 async with lock:
                     await self._ws.send(frame)
             else:
-                async with lock:
-                    async with asyncio.timeout(timeout):
+                # The deadline covers the wait for earlier writers too.
+                async with asyncio.timeout(timeout):
+                    async with lock:
                         await self._ws.send(frame)
         except TimeoutError:
             log.warning("write to %s timed out after %.1fs; closing", self.peer_id, timeout)
             self._start_close("write timeout", DisconnectCode.TIMEOUT, send_disconnect=False)
-            raise ConnectionClosedError(f"write to {self.peer_id} timed out", DisconnectCode.TIMEOUT) from None
+            raise ConnectionClosedError(f"write to {self.peer_id} timed out after {timeout:g}s",
+                                        DisconnectCode.TIMEOUT, "write timeout") from None
         except ConnectionClosed as e:
             self._start_close("connection lost", DisconnectCode.GOING_AWAY, send_disconnect=False)
-            raise ConnectionClosedError(f"connection to {self.peer_id} closed: {e}") from None
+            raise ConnectionClosedError(f"connection to {self.peer_id} closed: {e}", DisconnectCode.GOING_AWAY,
+                                        "connection lost") from None
         self.bytes_out += len(frame)
+
+    def _send_in_background(self, frame: bytes) -> None:
+        async def send() -> None:
+            try:
+                await self._send_frame(frame)
+            except ConnectionClosedError:
+                pass
+        self._owner.spawn(send())
+
+    async def ping(self) -> None:
+        """Send a ``ping`` now (the pong updates ``ping_ms``). Errors are logged, not raised."""
+        if not self._session.can_send or not self.is_open:
+            return
+        try:
+            await self._send_frame(self._session.ping(time.time()))
+        except ConnectionClosedError:
+            pass
 
     # -- closing ---------------------------------------------------------------------
 
     async def graceful_close(self, reason: str = "", code: int = DisconnectCode.NORMAL) -> None:
         """Send ``disconnect`` (best effort, short deadline), then close. Only
-        the first call does anything; every call waits until the connection is closed."""
+        the first call does anything; every call waits until the connection is
+        closed. A link kept with ``reconnect=True`` is not redialled after this;
+        on a connection that a dial race superseded it closes the live link."""
+        live = self.superseded_by
+        if self.state is not ConnectionState.OPEN and live is not None and live.is_open:
+            await live.graceful_close(reason, code)
+            return
+        if self._close_task is None:
+            self.closed_locally = True
         self._start_close(reason, code, send_disconnect=True)
         await self.wait_closed()
 
@@ -211,22 +313,32 @@ class PeerConnection:
         """Wait until the connection is closed."""
         await self._closed.wait()
 
-    def _start_close(self, reason: str, code: int, *, send_disconnect: bool, by_peer: bool = False) -> None:
+    def close_quietly(self, reason: str = DUPLICATE_REASON) -> None:
+        """Close without a ``disconnect`` message (the link was redundant)."""
+        self._start_close(reason, DisconnectCode.NORMAL, send_disconnect=False)
+
+    def _start_close(self, reason: str, code: int, *, send_disconnect: bool, by_peer: bool = False,
+                     frame: bytes | None = None) -> None:
+        """Begin closing (only the first call counts). ``frame`` is a disconnect
+        the session already sealed; otherwise one is sealed when ``send_disconnect``."""
         if self._close_task is not None:
             return
         self._set_state(ConnectionState.CLOSING)
+        self._cancel_timer()
         self.close_code = int(code)
         self.close_reason = reason
         self.closed_by_peer = by_peer
-        self._close_task = self._transport._spawn(self._close(reason, int(code), send_disconnect))
+        if frame is None and send_disconnect:
+            frame = self._session.close(reason, code, time.time())
+        self._session.closed = True
+        self._close_task = self._owner.spawn(self._close(reason, int(code), frame))
 
-    async def _close(self, reason: str, code: int, send_disconnect: bool) -> None:
+    async def _close(self, reason: str, code: int, frame: bytes | None) -> None:
         try:
-            if send_disconnect:
-                msg = Message.disconnect(self._transport.node.node_id, self.peer_id, reason, code)
+            if frame is not None:
                 try:
                     async with asyncio.timeout(DISCONNECT_SEND_TIMEOUT):
-                        await self._send_frame(self._session.seal(msg), allow_closing=True)
+                        await self._send_frame(frame, allow_closing=True)
                 except Exception:  # best effort
                     pass
             try:
@@ -241,31 +353,87 @@ class PeerConnection:
         if self.state is ConnectionState.CLOSED:
             return
         self._set_state(ConnectionState.CLOSED)
-        self._transport._forget(self)
+        self._cancel_timer()
+        self._owner.connection_closed(self)
         self._closed.set()
 
-    # -- receiving (driven by the transport) ---------------------------------------------
+    # -- the clock ------------------------------------------------------------------------
 
-    async def _read_loop(self, on_message: Callable[[PeerConnection, Message], Any]) -> None:
+    def start_timer(self) -> None:
+        """Arm the keepalive / proof-deadline timer (one TimerHandle, no task)."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        self._cancel_timer()
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._session.next_deadline - time.time())
+        self._timer = loop.call_at(loop.time() + delay, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.state is not ConnectionState.OPEN:
+            return
+        action = self._session.tick(time.time())
+        if isinstance(action, SendPing):
+            self._send_in_background(action.frame)
+        elif isinstance(action, CloseForSilence):
+            log.info("closing %s: %s", self.peer_id, action.reason)
+            self._start_close(action.reason, action.code, send_disconnect=False, frame=action.frame)
+            return
+        self.start_timer()
+
+    # -- receiving (driven by the node) ---------------------------------------------
+
+    async def run(self) -> None:
+        """Read frames until the connection closes; hand events to the owner."""
         ws = self._ws
         session = self._session
+        owner = self._owner
+        deliver_control = owner.config.deliver_control_messages
         try:
             async for frame in ws:
                 self.frames_in += 1
                 self.bytes_in += len(frame)
-                msg = session.receive(frame)
-                if msg is None:
-                    self._log_drop()
-                    continue
-                self.last_activity = time.monotonic()
-                if self.state is not ConnectionState.OPEN:
-                    continue  # closing: drain what is left, hand nothing more out
-                if not self.proven:
-                    self.proven = True
-                    self._transport._on_proven(self)
-                result = on_message(self, msg)
-                if result is not None:
-                    await result
+                for event in session.receive(frame, time.time()):
+                    if self.state is not ConnectionState.OPEN:
+                        break  # closing: drain what is left, hand nothing more out
+                    if isinstance(event, MessageReceived):
+                        result = owner.deliver(self, event.message)
+                        if result is not None:
+                            await result
+                    elif isinstance(event, PingReceived):
+                        # answered inline: a peer that pings but never reads
+                        # stalls only its own read loop, until the write timeout
+                        try:
+                            await self._send_frame(event.reply)
+                        except ConnectionClosedError:
+                            pass
+                        if deliver_control:
+                            result = owner.deliver(self, event.message)
+                            if result is not None:
+                                await result
+                    elif isinstance(event, PongReceived):
+                        if event.rtt_ms is not None:
+                            self.ping_ms = event.rtt_ms
+                        owner.pong_received(self, event.rtt_ms)
+                        if deliver_control:
+                            result = owner.deliver(self, event.message)
+                            if result is not None:
+                                await result
+                    elif isinstance(event, PeerDisconnected):
+                        if deliver_control:
+                            result = owner.deliver(self, event.message)
+                            if result is not None:
+                                await result
+                        self._start_close(event.reason, event.code, send_disconnect=False, by_peer=True)
+                    elif isinstance(event, Proven):
+                        owner.connection_proven(self)
+                    elif isinstance(event, FrameDropped):
+                        owner.frame_dropped(self, event)
         except ConnectionClosed:
             pass
         except asyncio.CancelledError:
@@ -274,46 +442,16 @@ class PeerConnection:
             log.exception("read loop of %s failed", self.peer_id)
             self._start_close("internal error", DisconnectCode.PROTOCOL_ERROR, send_disconnect=True)
         finally:
-            rcvd = ws.protocol.close_rcvd
             if self._close_task is None:
+                rcvd = ws.protocol.close_rcvd
                 code = rcvd.code if rcvd is not None else None
                 reason = "connection closed by peer" if rcvd is not None else "connection lost"
                 if code == 1009:
                     reason = "message too big"
+                elif rcvd is not None and rcvd.reason:
+                    reason = f"connection closed by peer: {rcvd.reason[:120]}"
                 self._start_close(reason, DisconnectCode.GOING_AWAY, send_disconnect=False, by_peer=True)
-
-    def _log_drop(self) -> None:
-        if self._log_bucket.allow():
-            extra = f" ({self._unlogged_drops} more dropped since the last warning)" if self._unlogged_drops else ""
-            log.warning("dropped frame from %s: %s%s", self.peer_id, self._session.last_drop, extra)
-            self._unlogged_drops = 0
-        else:
-            self._unlogged_drops += 1
-
-    async def _keepalive(self) -> None:
-        cfg = self._transport.config
-        interval, limit = cfg.ping_interval, cfg.idle_limit
-        next_ping = time.monotonic() + interval
-        while self.state is ConnectionState.OPEN:
-            deadline = self.last_activity + limit
-            await asyncio.sleep(max(0.0, min(next_ping, deadline) - time.monotonic()))
-            if self.state is not ConnectionState.OPEN:
-                return
-            now = time.monotonic()
-            if now >= self.last_activity + limit:
-                log.info("closing %s: silent for %.1fs", self.peer_id, now - self.last_activity)
-                self._start_close("idle timeout", DisconnectCode.TIMEOUT, send_disconnect=True)
-                return
-            if now >= next_ping:
-                next_ping = now + interval
-                await self.ping()
-
-    async def ping(self) -> None:
-        """Send a ``ping`` now (the pong updates ``ping_ms``). Errors are logged, not raised."""
-        try:
-            await self.send(Message.ping(self._transport.node.node_id, self.peer_id))
-        except ConnectionClosedError:
-            pass
+            await self.wait_closed()
 
     def __repr__(self) -> str:
         d = "out" if self.outbound else "in"

@@ -26,6 +26,7 @@
     ├── TransportError                    the transport cannot do what you asked
     │   ├── ConnectFailedError (ConnectionError)  could not reach or upgrade to the peer
     │   ├── NotConnectedError             no connection to that peer
+    │   ├── TransportStopped              the transport was stopped (it cannot start again)
     │   └── ConnectionClosedError         the connection closed (``.code``, ``.reason``)
     └── RegistryError                     the peer registry refused a change
 
@@ -60,6 +61,7 @@ __all__ = [
     "TransportError",
     "ConnectFailedError",
     "NotConnectedError",
+    "TransportStopped",
     "ConnectionClosedError",
     "RegistryError",
 ]
@@ -163,6 +165,11 @@ class ConnectFailedError(TransportError, ConnectionError):
 
 class NotConnectedError(TransportError, LookupError):
     """There is no live connection to that peer."""
+
+
+class TransportStopped(TransportError):
+    """The transport has been stopped; a stopped transport cannot be started
+    again (create a new one)."""
 
 
 class ConnectionClosedError(TransportError):

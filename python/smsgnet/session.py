@@ -1,26 +1,73 @@
-"""One authenticated connection's frames, sans I/O.
+"""One connection's protocol after the handshake, sans I/O: frames and a clock in, events out.
 
-A :class:`Session` turns outgoing Messages into SMSG frames and incoming
-frames into Messages or counted drops. It knows bytes, keys and clocks, never
-sockets. The receive step is one native call per frame
+Theory of operation::
+
+                  receive(frame, now) ──▶ [events]          tick(now) ──▶ action | None
+    ┌────────────┐                                  ┌───────────────────────────────────┐
+    │  UNPROVEN  │ first frame that opens under the │ PROVEN: a ping every ping_interval │
+    │ (inbound)  │ pair key, comes from the claimed │ of silence-free time; closed when  │
+    │ seals      │ ID, is fresh and not a duplicate │ nothing arrived for               │
+    │ nothing    │ ─────────── Proven ────────────▶ │ ping_interval + pong_timeout       │
+    └────────────┘                                  └───────────────────────────────────┘
+       closed at the proof deadline                    close(reason, code) → disconnect frame
+
+A :class:`Session` turns outgoing Messages into SMSG frames and incoming frames
+into events: :class:`MessageReceived`, :class:`PingReceived` (with the sealed
+pong to send back), :class:`PongReceived` (with the round trip),
+:class:`PeerDisconnected`, :class:`Proven` and :class:`FrameDropped` (with its
+reason). The receive step is one native call per frame
 (``_core.FrameReceiver``: token bucket → open → sender/age checks → dedup).
+
+**Proof of key.** An outbound session is proven when it is created: the
+responder answered our challenge with the right HMAC. An inbound session is
+*unproven*: the handshake showed only that the initiator knows public values.
+It becomes proven with the first frame that opens under the pair key, whose
+``from`` is the claimed node ID, and that passes the freshness and duplicate
+checks. Until then the session seals nothing (:meth:`can_send` is False):
+an attacker claiming someone else's ID never receives a frame sealed under
+that pair's key that it could carry to another node. A frame this node sealed
+itself and that comes back is a duplicate (every sealed ID is marked in the
+replay table), so reflecting our own frames proves nothing. Frames that open
+but come from another ID are dropped as ``wrong_sender`` while unproven.
+
+**Keepalive.** ``tick(now)`` answers with :class:`SendPing` (a sealed ping)
+when ``ping_interval`` has passed since the last ping we sent, with
+:class:`CloseForSilence` when nothing has been received for
+``ping_interval + pong_timeout`` (or, unproven, when the proof deadline
+passed), and with None otherwise; :attr:`next_deadline` says when to call it
+again. Every clock value is UNIX seconds passed in by the caller, so tests run
+on a fake clock and nothing here sleeps.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from dataclasses import dataclass
+from typing import TypeAlias
 
 from smsgnet import _core
 from smsgnet.config import TransportConfig
-from smsgnet.exceptions import InvalidMessageError
-from smsgnet.message import Message
+from smsgnet.exceptions import InvalidMessageError, NotConnectedError
+from smsgnet.message import DisconnectCode, Message, format_timestamp
 
-__all__ = ["Session", "DROP_REASONS", "make_deduplicator"]
+__all__ = [
+    "Session",
+    "DROP_REASONS",
+    "make_deduplicator",
+    "Event",
+    "MessageReceived",
+    "PingReceived",
+    "PongReceived",
+    "PeerDisconnected",
+    "Proven",
+    "FrameDropped",
+    "SendPing",
+    "CloseForSilence",
+]
 
 #: Every reason a received frame can be dropped for.
 DROP_REASONS: tuple[str, ...] = (*_core.drop_reasons(), "unexpected_text")
-
-_OK = "ok"
 
 
 def make_deduplicator(config: TransportConfig) -> _core.Deduplicator:
@@ -33,10 +80,93 @@ def make_deduplicator(config: TransportConfig) -> _core.Deduplicator:
     return _core.Deduplicator(config.dedup_ttl + config.max_clock_skew, config.dedup_max_entries)
 
 
-class Session:
-    """Seal and receive for one peer; counts every dropped frame by reason."""
+# -- events (what a received frame turned into) ---------------------------------
 
-    __slots__ = ("cipher", "receiver", "dedup", "drops", "last_drop", "messages_in", "messages_out")
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """An application message (or a control message the caller asked to see)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    """The peer pinged; ``reply`` is the sealed pong to send back."""
+
+    message: Message
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """The peer answered a ping; ``rtt_ms`` is the round trip (None when ``sentAt`` is missing)."""
+
+    message: Message
+    rtt_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDisconnected:
+    """The peer said goodbye with a ``disconnect`` message."""
+
+    message: Message
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Proven:
+    """The peer has just proven it holds its key (inbound sessions only, once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameDropped:
+    """A frame was dropped; ``reason`` is one of :data:`DROP_REASONS`."""
+
+    reason: str
+    detail: str
+
+
+Event: TypeAlias = MessageReceived | PingReceived | PongReceived | PeerDisconnected | Proven | FrameDropped
+
+
+# -- actions (what the clock asks for) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SendPing:
+    """Time for a keepalive ping: send ``frame``."""
+
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseForSilence:
+    """Close the connection: nothing arrived in time (or the key was never proven).
+
+    ``frame`` is the sealed ``disconnect`` to send first, None when the peer is
+    unproven (nothing is sealed for it)."""
+
+    reason: str
+    code: int
+    frame: bytes | None
+
+
+_PROVEN = Proven()
+
+
+class Session:
+    """The protocol of one connection after the handshake.
+
+    ``now`` is UNIX seconds at creation; ``proven`` is True for the side that
+    dialled (the responder proved its key with the HMAC)."""
+
+    __slots__ = (
+        "local_id", "peer_id", "cipher", "receiver", "dedup", "drops", "last_drop", "messages_in",
+        "messages_out", "proven", "last_received", "last_ping_sent", "created", "ping_interval",
+        "idle_limit", "proof_deadline", "deliver_control", "closed",
+    )
 
     def __init__(
         self,
@@ -44,7 +174,13 @@ class Session:
         shared_secret: bytes,
         dedup: _core.Deduplicator,
         config: TransportConfig,
+        *,
+        local_id: str = "",
+        proven: bool = True,
+        now: float = 0.0,
     ) -> None:
+        self.local_id = local_id
+        self.peer_id = peer_id
         self.cipher = _core.SmsgCipher(shared_secret)
         bucket = None
         if config.rate_limit_burst is not None:
@@ -62,9 +198,31 @@ class Session:
         self.last_drop = ""
         self.messages_in = 0
         self.messages_out = 0
+        self.proven = proven
+        self.created = now
+        self.last_received = now
+        self.last_ping_sent = now
+        self.ping_interval = config.ping_interval
+        self.idle_limit = config.idle_limit
+        self.proof_deadline = now + config.proof_deadline
+        self.deliver_control = config.deliver_control_messages
+        self.closed = False
+
+    # -- sending ------------------------------------------------------------------
+
+    @property
+    def can_send(self) -> bool:
+        """True when frames may be sealed for this peer: proven and not closed."""
+        return self.proven and not self.closed
 
     def seal_json(self, message_id: str, message_json: bytes) -> bytes:
-        """Seal an encoded Message; its ID is marked as seen (a reflected copy is dropped)."""
+        """Seal an encoded Message; its ID is marked as seen (a reflected copy is dropped).
+
+        Raises :class:`NotConnectedError` while the peer is unproven: nothing
+        sealed under the pair key goes to a connection that has not proven it
+        holds its key."""
+        if not self.proven:
+            raise NotConnectedError(f"{self.peer_id} has not proven its key yet; nothing is sealed for it")
         self.dedup.mark(message_id)
         self.messages_out += 1
         return self.cipher.seal(message_json)
@@ -73,23 +231,102 @@ class Session:
         """Encode and seal a Message."""
         return self.seal_json(msg.id, msg.to_json())
 
-    def receive(self, frame: bytes | str, now: float | None = None) -> Message | None:
-        """The Message in ``frame``, or None when the frame was dropped (and counted)."""
-        if isinstance(frame, str):
-            self._drop("unexpected_text", "text frame after the handshake")
-            return None
-        reason, body = self.receiver.receive(frame, now)
-        if body is not None:  # reason == "ok"
-            try:
-                msg = Message.from_json(body)
-            except InvalidMessageError as e:
-                self._drop("invalid_message", str(e))
-                return None
-            self.messages_in += 1
-            return msg
-        self._drop(reason, self.receiver.last_error)
-        return None
+    def _stamped(self, msg: Message, now: float) -> Message:
+        msg.ts = format_timestamp(int(now * 1_000_000_000))
+        return msg
 
-    def _drop(self, reason: str, detail: str) -> None:
+    def ping(self, now: float) -> bytes:
+        """A sealed keepalive ping stamped ``now`` (it also restarts the ping interval)."""
+        self.last_ping_sent = now
+        return self.seal(self._stamped(Message.ping(self.local_id, self.peer_id, int(now * 1000)), now))
+
+    def close(self, reason: str, code: int = DisconnectCode.NORMAL, now: float | None = None) -> bytes | None:
+        """Close the session: the sealed ``disconnect`` to send (best effort), or
+        None when nothing may be sealed (unproven, or already closed)."""
+        if self.closed:
+            return None
+        frame = None
+        if self.proven:
+            msg = Message.disconnect(self.local_id, self.peer_id, reason, int(code))
+            if now is not None:
+                self._stamped(msg, now)
+            frame = self.seal(msg)
+        self.closed = True
+        return frame
+
+    # -- receiving -------------------------------------------------------------------
+
+    def receive(self, frame: bytes | str, now: float | None = None) -> list[Event]:
+        """What ``frame`` turned into. ``now`` (UNIX seconds) defaults to the system clock
+        for the freshness check; the keepalive counts a frame as activity only when
+        it opened and passed every check."""
+        if isinstance(frame, str):
+            return [self._drop("unexpected_text", "text frame after the handshake")]
+        reason, body = self.receiver.receive(frame, now)
+        if body is None:
+            return [self._drop(reason, self.receiver.last_error)]
+        try:
+            msg = Message.from_json(body)
+        except InvalidMessageError as e:
+            return [self._drop("invalid_message", str(e))]
+        events: list[Event] = []
+        if not self.proven:
+            if msg.from_ != self.peer_id:
+                return [self._drop("wrong_sender", f"unproven peer {self.peer_id} sent a frame from {msg.from_!r}")]
+            self.proven = True
+            events.append(_PROVEN)
+        if now is None:
+            now = time.time()
+        self.last_received = now
+        self.messages_in += 1
+        t = msg.type
+        if t == "ping":
+            reply = msg.pong(int(now * 1000))
+            reply.from_ = self.local_id
+            events.append(PingReceived(msg, self.seal(self._stamped(reply, now))))
+        elif t == "pong":
+            p = msg.payload if isinstance(msg.payload, dict) else {}
+            sent = p.get("sentAt")
+            rtt = max(0.0, now * 1000.0 - sent) if type(sent) is int else None
+            events.append(PongReceived(msg, rtt))
+        elif t == "disconnect":
+            p = msg.payload if isinstance(msg.payload, dict) else {}
+            raw_code, raw_reason = p.get("code"), p.get("reason")
+            code = raw_code if type(raw_code) is int else int(DisconnectCode.NORMAL)
+            events.append(PeerDisconnected(msg, code, raw_reason if isinstance(raw_reason, str) else ""))
+        elif t in ("handshake", "handshake_ack"):
+            if self.deliver_control:
+                events.append(MessageReceived(msg))
+        else:
+            events.append(MessageReceived(msg))
+        return events
+
+    def _drop(self, reason: str, detail: str) -> FrameDropped:
         self.drops[reason] += 1
         self.last_drop = f"{reason}: {detail}" if detail else reason
+        return FrameDropped(reason, detail)
+
+    # -- the clock -----------------------------------------------------------------------
+
+    @property
+    def next_deadline(self) -> float:
+        """When :meth:`tick` has something to do next (UNIX seconds)."""
+        silence = self.last_received + self.idle_limit
+        if not self.proven:
+            return min(silence, self.proof_deadline)
+        return min(silence, self.last_ping_sent + self.ping_interval)
+
+    def tick(self, now: float) -> SendPing | CloseForSilence | None:
+        """What the clock asks for at ``now``: a ping, a close, or nothing yet."""
+        if self.closed:
+            return None
+        if not self.proven and now >= self.proof_deadline:
+            self.closed = True
+            return CloseForSilence("key not proven in time", DisconnectCode.TIMEOUT, None)
+        if now >= self.last_received + self.idle_limit:
+            silent = now - self.last_received
+            return CloseForSilence(f"idle timeout: nothing received for {silent:.1f}s",
+                                   DisconnectCode.TIMEOUT, self.close("idle timeout", DisconnectCode.TIMEOUT, now))
+        if self.proven and now >= self.last_ping_sent + self.ping_interval:
+            return SendPing(self.ping(now))
+        return None

@@ -1,67 +1,70 @@
-"""The Transport: listens, connects, handshakes, and routes messages.
+"""The Transport: an smsgnet node's public face (lifecycle, connect, send, broadcast, stats).
 
-Only sockets and tasks live here; the handshake is :mod:`smsgnet.handshake`,
-frames are :mod:`smsgnet.session`, crypto is native (:mod:`smsgnet._core`).
+It wires four parts and holds no protocol rule itself:
+
+- :class:`~smsgnet.acceptor.Acceptor` listens, admits upgrades and runs the
+  responder's handshake (absent on a client-only node, ``listen_addr=None``);
+- :class:`~smsgnet.dialer.Dialer` opens connections and runs the initiator's;
+- :class:`~smsgnet.table.ConnectionTable` decides who is live, who is pending
+  proof of key, who gives way and which link of a pair survives;
+- :class:`~smsgnet.handlers.HandlerRunner` runs user callbacks.
+
+Each connection is a :class:`~smsgnet.connection.PeerConnection` over a
+:class:`~smsgnet.session.Session`; the transport is its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
+import random
 import socket
-import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
-from typing import Any, TypeAlias
-from urllib.parse import urlsplit
+from typing import Any
 
-from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
-from websockets.http11 import Request, Response
+from websockets.asyncio.connection import Connection
 
 from smsgnet import _core
+from smsgnet.acceptor import Acceptor
 from smsgnet.config import TransportConfig
 from smsgnet.connection import PeerConnection
+from smsgnet.dialer import Dialer, build_url
 from smsgnet.exceptions import (
-    ConfigError,
     ConnectFailedError,
-    ConnectionClosedError,
-    HandshakeError,
-    HandshakeTimeout,
+    InvalidKeyError,
     NotConnectedError,
-    ProtocolError,
+    PeerAuthenticationError,
     RegistryError,
     SmsgnetError,
     TransportError,
+    TransportStopped,
 )
-from smsgnet.handshake import Initiator, Responder
+from smsgnet.handlers import ConnectionHandler, HandlerRunner, MessageHandler
+from smsgnet.handshake import HandshakeResult, Initiator
 from smsgnet.identity import NodeManager
-from smsgnet.message import DisconnectCode, Message, b64decode
+from smsgnet.message import DisconnectCode, Message, b64decode, b64encode
 from smsgnet.registry import Peer, PeerRegistry
-from smsgnet.session import make_deduplicator
+from smsgnet.session import FrameDropped, Session, make_deduplicator
+from smsgnet.table import Adoption, ConnectionTable, Outcome
 
 __all__ = ["Transport", "TransportStats", "MessageHandler", "ConnectionHandler", "build_url"]
 
 log = logging.getLogger("smsgnet")
-
-MessageHandler: TypeAlias = Callable[[PeerConnection, Message], "Awaitable[None] | None"]
-ConnectionHandler: TypeAlias = Callable[[PeerConnection], "Awaitable[None] | None"]
-
-#: WebSocket close-handshake wait.
-CLOSE_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
 class TransportStats:
     """Counters of a transport since it started."""
 
+    #: Live (proven) links now.
     connections: int = 0
+    #: Inbound connections that finished the handshake but have not proven their key yet.
     unproven_connections: int = 0
+    #: Inbound sockets upgraded but still in the handshake.
+    handshaking: int = 0
     connections_accepted: int = 0
     connections_initiated: int = 0
     rejected_busy: int = 0
@@ -69,6 +72,15 @@ class TransportStats:
     rejected_path: int = 0
     handshakes_refused: int = 0
     handshakes_failed: int = 0
+    #: Pending connections closed to make room (slots or pending caps) or at the proof deadline.
+    pending_evicted: int = 0
+    pending_expired: int = 0
+    #: Redundant links closed by the one-link-per-pair rule (dial races, duplicate dials).
+    duplicates_closed: int = 0
+    #: Live links replaced by a newer proven connection from the same peer.
+    replaced: int = 0
+    reconnect_attempts: int = 0
+    reconnects: int = 0
     handler_errors: int = 0
     messages_in: int = 0
     messages_out: int = 0
@@ -77,48 +89,28 @@ class TransportStats:
     dedup_evicted: int = 0
 
 
-def build_url(address: str, path: str = "/ws", tls: bool = False) -> str:
-    """``ws(s)://`` URL for ``HOST:PORT``, ``[v6]:PORT`` or a full URL (kept as is).
-
-    Raises :class:`ValueError` with a one-line reason for anything else.
-    """
-    if address.startswith(("ws://", "wss://")):
-        parts = urlsplit(address)
-        if not parts.hostname:
-            raise ValueError(f"bad address {address!r}: no host")
+def _parse_key(key: str | bytes | None) -> bytes | None:
+    if key is None or key == "":
+        return None
+    if isinstance(key, str):
         try:
-            parts.port
-        except ValueError:
-            raise ValueError(f"bad address {address!r}: invalid port") from None
-        return address if parts.path else address + path
-    if "://" in address:
-        raise ValueError(f"bad address {address!r}: scheme must be ws:// or wss://")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"bad address {address!r}: expected HOST:PORT, [IPv6]:PORT or a ws:// URL")
-    if ":" in host and not host.startswith("["):
-        raise ValueError(f"bad address {address!r}: put IPv6 hosts in brackets, e.g. [::1]:9091")
-    return f"{'wss' if tls else 'ws'}://{host}:{port}{path}"
+            raw = b64decode(key)
+        except ValueError as e:
+            raise InvalidKeyError(f"expected public key {key[:64]!r}: {e}") from None
+    else:
+        raw = bytes(key)
+    if len(raw) != 32:
+        raise InvalidKeyError(f"expected public key must be 32 bytes, got {len(raw)}")
+    return raw
 
 
-def _server_ssl_context(config: TransportConfig) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    # TLS 1.2: ECDHE with AEAD only (AES-GCM, ChaCha20-Poly1305). TLS 1.3 suites are all AEAD.
-    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    assert config.tls_cert_path and config.tls_key_path
-    ctx.load_cert_chain(config.tls_cert_path, config.tls_key_path)
-    return ctx
+@dataclass(slots=True)
+class _KeptLink:
+    """A link to keep up (``connect(..., reconnect=True)``)."""
 
-
-def _client_ssl_context(config: TransportConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=config.tls_ca_path)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if not config.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    address: str
+    expected_key: bytes | None
+    task: asyncio.Task[None] | None = None
 
 
 class Transport:
@@ -126,6 +118,8 @@ class Transport:
 
     Set the message handler (:meth:`on_message`) before :meth:`start`. Use
     ``async with Transport(...) as t:`` or call :meth:`start` and :meth:`stop`.
+    With ``TransportConfig(listen_addr=None)`` the node listens on nothing and
+    only dials out.
     """
 
     def __init__(
@@ -136,29 +130,35 @@ class Transport:
     ) -> None:
         self.node = node
         self.registry = registry if registry is not None else PeerRegistry()
-        self.config = config if config is not None else TransportConfig()
-        self._handler: MessageHandler | None = None
-        self._handler_is_async = False
-        self._on_connected: ConnectionHandler | None = None
-        self._on_disconnected: ConnectionHandler | None = None
-        self._dedup = make_deduplicator(self.config)
-        self._conns: dict[str, PeerConnection] = {}
-        self._unproven: set[PeerConnection] = set()
-        self._admitted: set[ServerConnection] = set()
-        self._handshaking = 0
+        self.config = cfg = config if config is not None else TransportConfig()
+        self._dedup = make_deduplicator(cfg)
+        self._table: ConnectionTable[PeerConnection] = ConnectionTable(
+            node.node_id,
+            max_conns=cfg.max_conns,
+            max_pending=cfg.pending_limit,
+            max_pending_per_peer=cfg.max_pending_per_peer,
+            max_pending_per_address=cfg.max_pending_per_address,
+            race_window=cfg.handshake_timeout,
+        )
+        self._handlers = HandlerRunner(self.spawn)
+        self._dialer = Dialer(node, cfg)
+        self._acceptor = Acceptor(node, self.registry, cfg, self._table, self._run_inbound, self._evict)
+        self._dialing: dict[str, asyncio.Future[PeerConnection]] = {}
+        self._waiters: dict[PeerConnection, asyncio.Future[None]] = {}
+        self._keep: dict[str, _KeptLink] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._server: Server | None = None
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
         self._stats = TransportStats()
         self._closed_drops: Counter[str] = Counter()
         self._closed_msgs = [0, 0]
-        self._client_ssl: ssl.SSLContext | None = None
-        # handler failures are logged with a traceback at most ~10 a minute
-        self._handler_log_bucket = _core.TokenBucket(5, 10 / 60)
+        # drop warnings: at most drop_log_per_minute a minute for the whole node
+        rate = cfg.drop_log_per_minute
+        self._drop_log = _core.TokenBucket(max(1, rate), rate / 60.0)
+        self._unlogged_drops = 0
 
-    # -- handler -------------------------------------------------------------
+    # -- handlers -------------------------------------------------------------
 
     def on_message(self, handler: MessageHandler) -> MessageHandler:
         """Set the handler called as ``handler(conn, msg)`` for every accepted
@@ -167,80 +167,53 @@ class Transport:
         same connection is read: keep it short, or spawn a task."""
         if self._started:
             raise TransportError("set the message handler before start()")
-        self._handler = handler
-        self._handler_is_async = inspect.iscoroutinefunction(handler)
+        self._handlers.set_message_handler(handler)
         return handler
 
     def on_peer_connected(self, handler: ConnectionHandler) -> ConnectionHandler:
-        """Set ``handler(conn)``, called when a peer's connection becomes live:
-        at once for connections we open, and for inbound ones once the peer
-        has proven its key. Sync or async (async ones run as tasks); decorator-friendly."""
+        """Set ``handler(conn)``, called when a peer's link becomes live: for
+        links we dial once the handshake is done, for inbound ones once the
+        peer has proven its key. Not called again when a dial race swaps one
+        link of a pair for the other (the peer stays connected). Sync or async
+        (async ones run as tasks); decorator-friendly."""
         if self._started:
             raise TransportError("set connection handlers before start()")
-        self._on_connected = handler
+        self._handlers.connected = handler
         return handler
 
     def on_peer_disconnected(self, handler: ConnectionHandler) -> ConnectionHandler:
-        """Set ``handler(conn)``, called once when a live connection has closed
-        (``conn.close_code``/``close_reason`` say why). Sync or async."""
+        """Set ``handler(conn)``, called once when a live link has closed or was
+        replaced by a newer one (``conn.close_code``/``close_reason`` say why). Sync or async."""
         if self._started:
             raise TransportError("set connection handlers before start()")
-        self._on_disconnected = handler
+        self._handlers.disconnected = handler
         return handler
-
-    def _notify(self, handler: ConnectionHandler | None, conn: PeerConnection) -> None:
-        if handler is None:
-            return
-        try:
-            result = handler(conn)
-        except Exception:
-            self._stats.handler_errors += 1
-            log.exception("connection handler failed for %s", conn.peer_id)
-            return
-        if inspect.isawaitable(result):
-            async def run() -> None:
-                try:
-                    await result
-                except Exception:
-                    self._stats.handler_errors += 1
-                    log.exception("connection handler failed for %s", conn.peer_id)
-            self._spawn(run())
 
     # -- lifecycle -------------------------------------------------------------
 
+    def _check_running(self) -> None:
+        if self._stopping:
+            raise TransportStopped("the transport is stopped; create a new Transport to start again")
+        if not self._started:
+            raise TransportError("start the transport first (await transport.start())")
+
     async def start(self) -> None:
-        """Start listening on ``config.listen_addr`` and the background sweeper."""
+        """Start listening on ``config.listen_addr`` (unless it is None) and the background sweeper."""
+        if self._stopping:
+            raise TransportStopped("the transport is stopped; create a new Transport to start again")
         if self._started:
             raise TransportError("transport already started")
         self._started = True
-        cfg = self.config
-        server_ssl = None
-        if cfg.tls_enabled:
+        if self.config.listens:
             try:
-                server_ssl = _server_ssl_context(cfg)
-            except (OSError, ssl.SSLError) as e:
+                await self._acceptor.listen()
+            except BaseException:
                 self._started = False
-                raise ConfigError(
-                    f"tls_cert_path/tls_key_path: cannot load {cfg.tls_cert_path} / {cfg.tls_key_path}: {e}"
-                ) from None
-        try:
-            self._server = await serve(
-                self._serve_connection,
-                cfg.host or None,
-                cfg.port,
-                process_request=self._process_request,
-                compression=None,
-                max_size=cfg.max_message_size,
-                ping_interval=None,
-                close_timeout=CLOSE_TIMEOUT,
-                ssl=server_ssl,
-                server_header=None,
-            )
-        except OSError as e:
-            self._started = False
-            raise TransportError(f"cannot listen on {cfg.listen_addr}: {e.strerror or e}") from None
-        self._spawn(self._sweep_dedup())
-        log.info("listening on %s (node %s)", self.url, self.node.node_id)
+                raise
+            log.info("listening on %s (node %s)", self.url, self.node.node_id)
+        else:
+            log.info("client-only node %s started (listening on nothing)", self.node.node_id)
+        self.spawn(self._sweep_dedup())
 
     async def stop(self) -> None:
         """Disconnect every peer (code 1004, concurrently), stop listening, and
@@ -250,16 +223,14 @@ class Transport:
             return
         self._stopping = True
         try:
-            if self._server is not None:
-                self._server.close(close_connections=False)
-            conns = list(self._conns.values()) + list(self._unproven)
+            self._keep.clear()
+            self._acceptor.stop_listening()
+            conns = self._table.live() + self._table.pending()
             await asyncio.gather(
                 *(c.graceful_close("server shutdown", DisconnectCode.SHUTDOWN) for c in conns),
                 return_exceptions=True,
             )
-            if self._server is not None:
-                self._server.close(close_connections=True)
-                await self._server.wait_closed()
+            await self._acceptor.close()
             current = asyncio.current_task()
             for task in list(self._tasks):
                 if task is not current:
@@ -286,9 +257,12 @@ class Transport:
     @property
     def port(self) -> int:
         """The port actually listened on (useful with port 0)."""
-        if self._server is None:
+        server = self._acceptor.server
+        if server is None:
+            if not self.config.listens:
+                raise TransportError("this node listens on nothing (listen_addr=None)")
             raise TransportError("transport not started")
-        sockets = list(self._server.sockets)
+        sockets = list(server.sockets)
         # listening on every interface with port 0 binds IPv4 and IPv6 on
         # different ports; report the IPv4 one, which `address` points at
         sockets.sort(key=lambda s: s.family != socket.AF_INET)
@@ -297,32 +271,38 @@ class Transport:
     @property
     def address(self) -> str:
         """``HOST:PORT`` others can use to reach this node (loopback when listening on all)."""
+        port = self.port
         host = self.config.host or "127.0.0.1"
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1" if host == "0.0.0.0" else "::1"
         if ":" in host:
             host = f"[{host}]"
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
     @property
     def url(self) -> str:
         """``ws(s)://HOST:PORT/path`` of this node."""
         return build_url(self.address, self.config.ws_path, self.config.tls_enabled)
 
-    # -- connections -------------------------------------------------------------
+    # -- what is connected ---------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        """This node's ID."""
+        return self.node.node_id
 
     @property
     def connected_peers(self) -> int:
-        """Number of peers with a live connection."""
-        return len(self._conns)
+        """Number of peers with a live (proven) link."""
+        return len(self._table)
 
     def get_connection(self, peer_id: str) -> PeerConnection | None:
-        """The live connection to ``peer_id``, or None."""
-        return self._conns.get(peer_id)
+        """The live link to ``peer_id``, or None (connections still proving their key are not listed)."""
+        return self._table.get(peer_id)
 
     def connections(self) -> Iterator[PeerConnection]:
-        """Iterate over a snapshot of live connections."""
-        return iter(list(self._conns.values()))
+        """Iterate over a snapshot of live links."""
+        return iter(self._table.live())
 
     def __iter__(self) -> Iterator[PeerConnection]:
         return self.connections()
@@ -330,23 +310,31 @@ class Transport:
     def stats(self) -> TransportStats:
         """Counters: connections, refusals, messages, and dropped frames by reason."""
         s = self._stats
+        a = self._acceptor.stats
         drops = Counter(self._closed_drops)
         msgs_in, msgs_out = self._closed_msgs
-        for c in list(self._conns.values()) + list(self._unproven):
-            drops.update(c._session.drops)
-            msgs_in += c._session.messages_in
-            msgs_out += c._session.messages_out
+        for c in self._table.live() + self._table.pending():
+            drops.update(c.session.drops)
+            msgs_in += c.session.messages_in
+            msgs_out += c.session.messages_out
         return TransportStats(
-            connections=len(self._conns),
-            unproven_connections=len(self._unproven),
-            connections_accepted=s.connections_accepted,
+            connections=len(self._table),
+            unproven_connections=self._table.pending_count,
+            handshaking=self._table.opening_count,
+            connections_accepted=a.accepted,
             connections_initiated=s.connections_initiated,
-            rejected_busy=s.rejected_busy,
-            rejected_origin=s.rejected_origin,
-            rejected_path=s.rejected_path,
-            handshakes_refused=s.handshakes_refused,
-            handshakes_failed=s.handshakes_failed,
-            handler_errors=s.handler_errors,
+            rejected_busy=a.rejected_busy,
+            rejected_origin=a.rejected_origin,
+            rejected_path=a.rejected_path,
+            handshakes_refused=a.handshakes_refused,
+            handshakes_failed=a.handshakes_failed + self._dialer.handshakes_failed,
+            pending_evicted=sum(self._table.evicted.values()),
+            pending_expired=s.pending_expired,
+            duplicates_closed=s.duplicates_closed,
+            replaced=s.replaced,
+            reconnect_attempts=s.reconnect_attempts,
+            reconnects=s.reconnects,
+            handler_errors=self._handlers.errors,
             messages_in=msgs_in,
             messages_out=msgs_out,
             drops=dict(drops),
@@ -359,21 +347,23 @@ class Transport:
     async def send(self, peer_id: str, msg: Message) -> None:
         """Send to one connected peer. Raises :class:`NotConnectedError`, or
         :class:`~smsgnet.ConnectionClosedError` when the write fails."""
-        conn = self._conns.get(peer_id)
+        self._check_running()
+        conn = self._table.get(peer_id)
         if conn is None or not conn.is_open:
             raise NotConnectedError(f"not connected to {peer_id}")
         await conn.send(msg)
 
     async def broadcast(self, msg: Message) -> dict[str, BaseException]:
-        """Send to every connected peer except ``msg.from_`` (the originator).
+        """Send to every live link except ``msg.from_`` (the originator).
 
         The message is encoded once and sealed per peer; sends run
-        concurrently, so one slow or dead peer does not hold up the others.
-        Returns the failures by peer ID (empty when every send succeeded).
-        """
+        concurrently and each is bounded by the write timeout, so one slow or
+        dead peer does not hold up the others. Returns the failures by peer ID
+        (empty when every send succeeded)."""
+        self._check_running()
         if not msg.from_:
             msg.from_ = self.node.node_id
-        targets = [c for pid, c in self._conns.items() if pid != msg.from_ and c.is_open]
+        targets = [c for c in self._table.live() if c.peer_id != msg.from_ and c.is_open]
         if not targets:
             return {}
         encoded = msg.to_json()
@@ -384,336 +374,272 @@ class Transport:
 
     # -- connecting out ---------------------------------------------------------------
 
-    async def connect(self, peer: Peer | str, *, expect_key: str | bytes | None = None) -> PeerConnection:
-        """Connect to a peer (a :class:`Peer` or an address) and handshake.
+    def _live_at(self, address: str) -> PeerConnection | None:
+        for c in self._table.live():
+            if c.is_open and address in (c.address, c.peer.address):
+                return c
+        return None
 
-        If the peer's public key is known (``peer.public_key`` or
-        ``expect_key``), a responder presenting any other key is refused with
-        :class:`~smsgnet.PeerAuthenticationError`. A refusal by the peer raises
-        :class:`~smsgnet.HandshakeRefused` with its reason; no answer within the
-        handshake timeout raises :class:`~smsgnet.HandshakeTimeout`.
+    async def connect(
+        self,
+        peer_or_addr: Peer | str,
+        *,
+        expect_key: str | bytes | None = None,
+        reconnect: bool = False,
+    ) -> PeerConnection:
+        """Connect to a peer (a :class:`Peer` or an address) and handshake; the
+        live link to that peer.
+
+        - A peer (by ID or by address) that already has a live link gets that
+          link back, and concurrent calls for one peer share one dial.
+        - If the peer's public key is known (``peer.public_key`` or
+          ``expect_key``, base64 or 32 raw bytes), a responder presenting any
+          other key is refused with :class:`~smsgnet.PeerAuthenticationError`.
+          A refusal by the peer raises :class:`~smsgnet.HandshakeRefused` with
+          its reason; no answer within the handshake timeout raises
+          :class:`~smsgnet.HandshakeTimeout`.
+        - When both nodes dial each other at once, both calls return the one
+          surviving link (the one dialled by the lower node ID).
+        - ``reconnect=True`` keeps the link up: when it drops, the node redials
+          with jittered exponential backoff (``reconnect_*`` in the config),
+          keeping the pinned key, until :meth:`PeerConnection.graceful_close`
+          on the link or :meth:`stop`.
         """
-        if not self._started or self._stopping:
-            raise TransportError("start the transport before connecting")
-        if isinstance(peer, str):
-            peer = Peer.at(peer)
-        if peer.id:
-            existing = self._conns.get(peer.id)
-            if existing is not None and existing.is_open and existing.proven:
-                return existing
-        try:
-            url = build_url(peer.address, self.config.ws_path, self.config.tls_enabled)
-        except ValueError as e:
-            raise ConnectFailedError(str(e)) from None
-        key = expect_key if expect_key is not None else (peer.public_key or None)
-        expected: bytes | None
-        if isinstance(key, str):
-            try:
-                expected = b64decode(key)
-            except ValueError as e:
-                raise ValueError(f"expected public key: {e}") from None
+        self._check_running()
+        peer = Peer.at(peer_or_addr) if isinstance(peer_or_addr, str) else peer_or_addr
+        expected = _parse_key(expect_key if expect_key is not None else (peer.public_key or None))
+        url = self._dialer.url(peer.address) if peer.address else None
+        existing = (self._table.get(peer.id) if peer.id else None) or (
+            self._live_at(peer.address) if peer.address else None)
+        if existing is not None and existing.is_open:
+            if expected is not None and existing.identity.public_key != b64encode(expected):
+                raise PeerAuthenticationError(
+                    f"{existing.peer_id} is connected with key {existing.identity.public_key}, "
+                    f"not the expected {b64encode(expected)}")
+            conn = existing
         else:
-            expected = key
-        if expected is not None and len(expected) != 32:
-            raise ValueError("expected public key must be 32 bytes")
-        initiator = Initiator(self.node, expected_public_key=expected, expected_id=peer.id or None)
-        ssl_ctx = None
-        if url.startswith("wss://"):
-            if self._client_ssl is None:
-                self._client_ssl = _client_ssl_context(self.config)
-            ssl_ctx = self._client_ssl
-        timeout = self.config.handshake_timeout
-        ws = None
-        try:
-            async with asyncio.timeout(timeout):
+            if url is None:
+                raise ConnectFailedError(f"no address known for peer {peer.id}")
+            key = peer.id or url
+            inflight = self._dialing.get(key)
+            if inflight is not None:
+                conn = await asyncio.shield(inflight)
+            else:
+                fut: asyncio.Future[PeerConnection] = asyncio.get_running_loop().create_future()
+                self._dialing[key] = fut
                 try:
-                    ws = await ws_connect(
-                        url,
-                        compression=None,
-                        max_size=self.config.max_message_size,
-                        ping_interval=None,
-                        close_timeout=CLOSE_TIMEOUT,
-                        open_timeout=None,
-                        ssl=ssl_ctx,
-                        proxy=None,
-                        user_agent_header=None,
-                    )
-                except InvalidStatus as e:
-                    raise ConnectFailedError(
-                        f"{url} refused the upgrade: HTTP {e.response.status_code}") from None
-                except (OSError, InvalidHandshake, InvalidURI) as e:
-                    raise ConnectFailedError(f"cannot connect to {url}: {e}") from None
-                await ws.send(initiator.hello(), text=True)
-                reply = await ws.recv()
-                result = initiator.receive_ack(reply)
-        except TimeoutError:
-            self._stats.handshakes_failed += 1
-            if ws is not None:
-                await ws.close(1002, "handshake timeout")
-            raise HandshakeTimeout(f"handshake with {url} did not finish within {timeout:g}s") from None
-        except ConnectionClosed as e:
-            self._stats.handshakes_failed += 1
-            raise ConnectFailedError(f"{url} closed the connection during the handshake: {e}") from None
-        except (HandshakeError, ProtocolError):
-            self._stats.handshakes_failed += 1
-            if ws is not None:
-                await ws.close(1002, "handshake failed")
-            raise
-        except BaseException:
-            if ws is not None:
-                await ws.close()
-            raise
+                    conn = await self._dial(peer, url, expected)
+                except BaseException as e:
+                    if not fut.done():
+                        fut.set_exception(e)
+                        fut.exception()  # retrieved: sharing callers get it through shield
+                    raise
+                else:
+                    fut.set_result(conn)
+                finally:
+                    del self._dialing[key]
+        if reconnect and not self._stopping:
+            kept = self._keep.get(conn.peer_id)
+            pinned = expected or b64decode(conn.identity.public_key)
+            if kept is None:
+                self._keep[conn.peer_id] = _KeptLink(peer.address or conn.address, pinned)
+        return conn
+
+    async def _dial(self, peer: Peer, url: str, expected: bytes | None) -> PeerConnection:
+        initiator = Initiator(self.node, expected_public_key=expected, expected_id=peer.id or None)
+        ws, result = await self._dialer.dial(url, initiator)
         if self._stopping:
             await ws.close(1001, "shutting down")
-            raise TransportError("transport stopped during connect")
-        conn = PeerConnection(self, ws, result.peer, result.shared_secret, outbound=True, address=peer.address)
+            raise TransportStopped("the transport stopped during connect")
         self._stats.connections_initiated += 1
-        # the responder proved its key with the HMAC: safe to register now
-        conn.peer = self.registry.mark_connected(result.peer, peer.address)
-        self._adopt(conn)
-        self._spawn(self._run_connection(conn))
+        conn = self._new_connection(ws, result, outbound=True, address=peer.address)
+        # In a dial race the peer's own dial may be waiting for its proof here;
+        # when it is the one both sides keep, wait for it instead of racing on.
+        winner = self._table.race_winner_pending(conn)
+        if winner is not None:
+            await self._settled(winner, self.config.handshake_timeout)
+        adoption = self._table.adopt(conn, time.monotonic())
+        if not adoption.adopted:
+            self._drop_redundant(conn, adoption.live)
+            return adoption.live
+        self.spawn(conn.run())
+        conn.start_timer()
+        # Prove our key at once: the responder has just proven its own by HMAC.
+        await conn.ping()
+        self._apply(conn, adoption)
         return conn
+
+    async def _settled(self, conn: PeerConnection, timeout: float) -> None:
+        """Wait until a pending connection is proven or closed (bounded)."""
+        if not self._table.is_pending(conn):
+            return
+        fut = self._waiters.get(conn)
+        if fut is None:
+            fut = self._waiters[conn] = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            pass
+
+    def _wake(self, conn: PeerConnection) -> None:
+        fut = self._waiters.pop(conn, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     # -- accepting in ---------------------------------------------------------------------
 
-    def _slots_in_use(self) -> int:
-        stale = [c for c in self._admitted if c.transport is None or c.transport.is_closing()]
-        for c in stale:
-            self._admitted.discard(c)
-        return len(self._admitted) + self._handshaking + len(self._conns) + len(self._unproven)
+    async def _run_inbound(self, ws: Connection, result: HandshakeResult, address: str) -> None:
+        conn = self._new_connection(ws, result, outbound=False, address=address)
+        for victim in self._table.add_pending(ws, conn):
+            self._evict(victim)
+        conn.start_timer()  # the proof deadline
+        await conn.run()
 
-    def _origin_allowed(self, origin: str) -> bool:
-        try:
-            host = urlsplit(origin).hostname
-        except ValueError:
-            return False
-        return host is not None and host.lower() in self.config.allowed_origin_hosts
-
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.path.split("?", 1)[0] != self.config.ws_path:
-            self._stats.rejected_path += 1
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
-        origin = request.headers.get("Origin")
-        if origin is not None and not self._origin_allowed(origin):
-            self._stats.rejected_origin += 1
-            return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
-        if self._stopping:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        if self._slots_in_use() >= self.config.max_conns:
-            self._stats.rejected_busy += 1
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
-        self._admitted.add(connection)
-        return None
-
-    async def _serve_connection(self, ws: ServerConnection) -> None:
-        self._admitted.discard(ws)
-        self._handshaking += 1
-        counted = True
-        try:
-            responder = Responder(self.node, self.registry)
-            try:
-                async with asyncio.timeout(self.config.handshake_timeout):
-                    data = await ws.recv()
-                    ack, result = responder.receive_hello(data)
-                    await ws.send(ack, text=True)
-                    del ack, data  # not kept for the life of the connection
-            except TimeoutError:
-                self._stats.handshakes_failed += 1
-                log.info("handshake from %s timed out", ws.remote_address)
-                await ws.close(1002, "handshake timeout")
-                return
-            except SmsgnetError as e:  # ProtocolError, or anything else the peer got wrong
-                self._stats.handshakes_failed += 1
-                log.info("bad handshake from %s: %s", ws.remote_address, e)
-                await ws.close(1002, "protocol error")
-                return
-            except ConnectionClosed:
-                self._stats.handshakes_failed += 1
-                return
-            if result is None:
-                self._stats.handshakes_refused += 1
-                log.info("refused %s: %s", responder.peer.id if responder.peer else "?", responder.refusal)
-                await ws.close(1008, (responder.refusal or "refused")[:120])
-                return
-            if self._stopping:
-                await ws.close(1001, "shutting down")
-                return
-            remote = ws.remote_address
-            host = str(remote[0]) if remote else ""
-            address = (f"[{host}]:{remote[1]}" if ":" in host else f"{host}:{remote[1]}") if remote else ""
-            conn = PeerConnection(self, ws, result.peer, result.shared_secret, outbound=False, address=address)
-            self._stats.connections_accepted += 1
-            self._handshaking -= 1
-            counted = False
-            self._adopt(conn)
-        finally:
-            if counted:
-                self._handshaking -= 1
-        # Ask for proof of key right away: a real peer answers with a pong.
-        await conn.ping()
-        await self._run_connection(conn)
-
-    # -- connection registry -----------------------------------------------------------
-
-    def _adopt(self, conn: PeerConnection) -> None:
-        """Make a new connection live, or park it until it proves its key."""
-        existing = self._conns.get(conn.peer_id)
-        if existing is None or not existing.is_open:
-            self._conns[conn.peer_id] = conn
-            if not conn.proven:
-                self._unproven.add(conn)
-            else:
-                self._notify(self._on_connected, conn)
-            return
-        if conn.proven:
-            self._replace(existing, conn)
-            self._notify(self._on_connected, conn)
+    def _evict(self, victim: object) -> None:
+        """Close a socket that must give way: pending proof, or mid-handshake."""
+        if isinstance(victim, PeerConnection):
+            log.info("closing unproven connection claiming %s from %s: too many pending",
+                     victim.peer_id, victim.address)
+            victim._start_close("too many connections pending proof", DisconnectCode.GOING_AWAY,
+                                send_disconnect=False)
         else:
-            # Someone claims the ID of a live peer: leave the live connection
-            # alone until the newcomer proves it holds the key.
-            self._unproven.add(conn)
+            transport = getattr(victim, "transport", None)
+            if transport is not None:
+                transport.close()
 
-    def _on_proven(self, conn: PeerConnection) -> None:
-        self._unproven.discard(conn)
-        conn.peer = self.registry.mark_connected(conn.identity, conn.peer.address or conn.address)
-        current = self._conns.get(conn.peer_id)
-        if current is not conn:
-            if current is not None and current.is_open:
-                self._replace(current, conn)
-            else:
-                self._conns[conn.peer_id] = conn
-        self._notify(self._on_connected, conn)
+    # -- the table's decisions ---------------------------------------------------------------
 
-    def _replace(self, old: PeerConnection, new: PeerConnection) -> None:
-        self._conns[new.peer_id] = new
-        log.info("connection to %s replaced by a newer one", new.peer_id)
-        old._start_close("replaced by a newer connection", DisconnectCode.GOING_AWAY, send_disconnect=True)
+    def _new_connection(self, ws: Connection, result: HandshakeResult, *, outbound: bool,
+                        address: str) -> PeerConnection:
+        session = Session(result.peer.id, result.shared_secret, self._dedup, self.config,
+                          local_id=self.node.node_id, proven=outbound, now=time.time())
+        peer = self.registry.get(result.peer.id) or Peer.from_identity(result.peer, address)
+        return PeerConnection(self, ws, result.peer, result.shared_secret, session, outbound=outbound,
+                              peer=peer, address=address)
 
-    def _forget(self, conn: PeerConnection) -> None:
-        self._unproven.discard(conn)
-        if self._conns.get(conn.peer_id) is conn:
-            del self._conns[conn.peer_id]
-            if conn.proven:
-                self.registry.mark_disconnected(conn.peer_id)
-        if conn.proven:
-            self._notify(self._on_disconnected, conn)
-        self._closed_drops.update(conn._session.drops)
-        self._closed_msgs[0] += conn._session.messages_in
-        self._closed_msgs[1] += conn._session.messages_out
+    def _apply(self, conn: PeerConnection, adoption: Adoption[PeerConnection]) -> None:
+        """Act on an adoption: register the live link, close the other, tell the user."""
+        if not adoption.adopted:
+            self._drop_redundant(conn, adoption.live)
+            return
+        old = adoption.close
+        try:
+            address = conn.address if conn.outbound else (conn.peer.address or conn.address)
+            conn.peer = self.registry.mark_connected(conn.identity, address)
+        except RegistryError as e:
+            log.warning("%s", e)
+        if adoption.outcome is Outcome.RACE_WON:
+            assert old is not None
+            self._drop_redundant(old, conn)
+            return
+        if adoption.outcome is Outcome.REPLACED:
+            assert old is not None
+            self._stats.replaced += 1
+            log.info("connection to %s replaced by a newer one", conn.peer_id)
+            old._start_close("replaced by a newer connection", DisconnectCode.GOING_AWAY, send_disconnect=True)
+            self._handlers.peer_disconnected(old)
+        self._handlers.peer_connected(conn)
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def _drop_redundant(self, conn: PeerConnection, live: PeerConnection) -> None:
+        self._stats.duplicates_closed += 1
+        conn.superseded_by = live
+        log.debug("closing redundant connection %r; %r stays", conn, live)
+        conn.close_quietly()
+
+    # -- ConnectionOwner --------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task of this transport (cancelled and awaited by :meth:`stop`)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    # -- per-connection work ----------------------------------------------------------
+    def connection_proven(self, conn: PeerConnection) -> None:
+        """(Connection owner interface) An inbound connection proved its key: let the table decide."""
+        self._wake(conn)
+        if self._stopping or not conn.is_open:
+            return
+        self._apply(conn, self._table.adopt(conn, time.monotonic()))
 
-    async def _run_connection(self, conn: PeerConnection) -> None:
-        keepalive = self._spawn(conn._keepalive())
+    def connection_closed(self, conn: PeerConnection) -> None:
+        """(Connection owner interface) A connection closed: forget it, tell the user, maybe redial."""
+        was_pending = self._table.is_pending(conn)
+        was_live = self._table.forget(conn)
+        self._wake(conn)
+        self._closed_drops.update(conn.session.drops)
+        self._closed_msgs[0] += conn.session.messages_in
+        self._closed_msgs[1] += conn.session.messages_out
+        if was_pending and conn.close_reason == "key not proven in time":
+            self._stats.pending_expired += 1
+        if not was_live:
+            return
         try:
-            await conn._read_loop(self._dispatch)
-        finally:
-            keepalive.cancel()
-            await conn.wait_closed()
+            self.registry.mark_disconnected(conn.peer_id)
+        except RegistryError as e:
+            log.warning("%s", e)
+        self._handlers.peer_disconnected(conn)
+        kept = self._keep.get(conn.peer_id)
+        if kept is None:
+            return
+        if conn.closed_locally:
+            del self._keep[conn.peer_id]
+        elif not self._stopping and (kept.task is None or kept.task.done()):
+            kept.task = self.spawn(self._redial(conn.peer_id, kept))
 
-    def _dispatch(self, conn: PeerConnection, msg: Message) -> Awaitable[None] | None:
-        t = msg.type
-        if t == "ping":
-            # answered inline: a peer that pings but never reads stalls only
-            # its own read loop, until the write timeout closes it
-            reply = self._reply_quietly(conn, msg.pong())
-            if self.config.deliver_control_messages:
-                return self._then(reply, self._call_handler, conn, msg)
-            return reply
-        elif t == "pong":
-            self._record_pong(conn, msg)
-        elif t == "disconnect":
-            p = msg.payload if isinstance(msg.payload, dict) else {}
-            raw_code, raw_reason = p.get("code"), p.get("reason")
-            code = raw_code if type(raw_code) is int else int(DisconnectCode.NORMAL)
-            reason = raw_reason if isinstance(raw_reason, str) else ""
-            conn._start_close(reason, code, send_disconnect=False, by_peer=True)
-        elif t in ("handshake", "handshake_ack"):
-            return None
+    def deliver(self, conn: PeerConnection, msg: Message) -> Any:
+        """(Connection owner interface) Hand a received message to the user's handler."""
+        return self._handlers.deliver(conn, msg)
+
+    def pong_received(self, conn: PeerConnection, rtt_ms: float | None) -> None:
+        """(Connection owner interface) Record a round trip."""
+        if rtt_ms is None:
+            return
+        conn.peer.ping_ms = rtt_ms
+        try:
+            self.registry.record_ping(conn.peer_id, rtt_ms)
+        except RegistryError as e:
+            log.warning("%s", e)
+
+    def frame_dropped(self, conn: PeerConnection, drop: FrameDropped) -> None:
+        """(Connection owner interface) Log a dropped frame (rate-limited for the whole node)."""
+        if self._drop_log.allow():
+            extra = f" ({self._unlogged_drops} more dropped since the last warning)" if self._unlogged_drops else ""
+            log.warning("dropped frame from %s: %s%s", conn.peer_id, _loggable(conn.session.last_drop), extra)
+            self._unlogged_drops = 0
         else:
-            return self._call_handler(conn, msg)
-        if self.config.deliver_control_messages:
-            return self._call_handler(conn, msg)
-        return None
+            self._unlogged_drops += 1
 
-    @staticmethod
-    async def _reply_quietly(conn: PeerConnection, reply: Message) -> None:
-        try:
-            await conn.send(reply)
-        except ConnectionClosedError:
-            pass
+    # -- reconnect -----------------------------------------------------------------------------
 
-    @staticmethod
-    async def _then(first: Awaitable[None], call: Callable[..., Awaitable[None] | None], *args: Any) -> None:
-        await first
-        second = call(*args)
-        if second is not None:
-            await second
-
-    def _record_pong(self, conn: PeerConnection, msg: Message) -> None:
-        p = msg.payload if isinstance(msg.payload, dict) else {}
-        sent = p.get("sentAt")
-        if isinstance(sent, int):
-            rtt = max(0.0, time.time() * 1000.0 - sent)
-            conn.ping_ms = rtt
-            conn.peer.ping_ms = rtt
-            self.registry.record_ping(conn.peer_id, rtt)
-
-    def _call_handler(self, conn: PeerConnection, msg: Message) -> Awaitable[None] | None:
-        handler = self._handler
-        if handler is None:
-            return None
-        if self._handler_is_async:
-            return self._await_handler(handler, conn, msg)
-        try:
-            result = handler(conn, msg)
-        except ConnectionClosedError as e:
-            self._handler_closed_error(conn, e)
-            return None
-        except Exception:
-            self._handler_failed(conn, msg)
-            return None
-        if inspect.isawaitable(result):
-            return self._await_awaitable(result, conn, msg)
-        return None
-
-    def _handler_failed(self, conn: PeerConnection, msg: Message) -> None:
-        self._stats.handler_errors += 1
-        if self._handler_log_bucket.allow():
-            log.exception("message handler failed on %s from %s (%d handler errors so far)",
-                          msg.type, conn.peer_id, self._stats.handler_errors)
-
-    def _handler_closed_error(self, conn: PeerConnection, error: ConnectionClosedError) -> None:
-        # Sending on a closing connection is expected during shutdown: no traceback.
-        if conn.is_open:
-            self._stats.handler_errors += 1
-            log.warning("message handler on %s: %s", conn.peer_id, error)
-        else:
-            log.debug("handler reply to %s after its connection closed", conn.peer_id)
-
-    async def _await_handler(self, handler: MessageHandler, conn: PeerConnection, msg: Message) -> None:
-        try:
-            await handler(conn, msg)  # type: ignore[misc]
-        except ConnectionClosedError as e:
-            self._handler_closed_error(conn, e)
-        except Exception:
-            self._handler_failed(conn, msg)
-
-    async def _await_awaitable(self, aw: Awaitable[None], conn: PeerConnection, msg: Message) -> None:
-        try:
-            await aw
-        except ConnectionClosedError as e:
-            self._handler_closed_error(conn, e)
-        except Exception:
-            self._handler_failed(conn, msg)
+    async def _redial(self, peer_id: str, kept: _KeptLink) -> None:
+        cfg = self.config
+        delay = cfg.reconnect_initial_delay
+        while not self._stopping and self._keep.get(peer_id) is kept and self._table.get(peer_id) is None:
+            # jitter: somewhere in [delay/2, delay], so that a restarted hub is not hit by all at once
+            await asyncio.sleep(delay / 2 + random.random() * delay / 2)
+            if self._stopping or self._keep.get(peer_id) is not kept or self._table.get(peer_id) is not None:
+                return
+            self._stats.reconnect_attempts += 1
+            try:
+                await self.connect(Peer(id=peer_id, address=kept.address), expect_key=kept.expected_key)
+            except SmsgnetError as e:
+                log.info("reconnect to %s at %s failed: %s (next try in about %.1fs)", peer_id, kept.address,
+                         e, min(cfg.reconnect_max_delay, delay * cfg.reconnect_factor))
+                delay = min(cfg.reconnect_max_delay, delay * cfg.reconnect_factor)
+                continue
+            self._stats.reconnects += 1
+            log.info("reconnected to %s at %s", peer_id, kept.address)
+            return
 
     async def _sweep_dedup(self) -> None:
         while True:
             await asyncio.sleep(self.config.dedup_sweep_interval)
             self._dedup.sweep()
+
+
+def _loggable(text: str, limit: int = 200) -> str:
+    """A peer-controlled string made safe for one log line: capped and escaped."""
+    cut = text[:limit]
+    out = cut.encode("unicode_escape").decode("ascii")
+    return out + (f"…(+{len(text) - limit} chars)" if len(text) > limit else "")

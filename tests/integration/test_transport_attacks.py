@@ -84,13 +84,16 @@ async def test_a_frame_reflected_back_at_its_sender_is_dropped(make_node):
     inbox = Inbox()
     b = await make_node("b", handler=inbox, deliver_control_messages=True)
     peer = await RawPeer.connect(b.url)
-    # b pings every new inbound peer at once; bounce b's own frame back to it
-    ping_frame = await asyncio.wait_for(peer.ws.recv(), 3)
-    assert peer.cipher.open(ping_frame)
-    await peer.ws.send(ping_frame)
+    # the peer proves its key with a ping; b answers with a sealed pong...
+    await peer.send(peer.message("ping", {"sentAt": 1}))
+    assert (await inbox.get()).type == "ping"
+    pong_frame = await asyncio.wait_for(peer.ws.recv(), 3)
+    assert orjson.loads(peer.cipher.open(pong_frame))["type"] == "pong"
+    # ...which bounced straight back proves nothing and reaches nobody
+    await peer.ws.send(pong_frame)
     await peer.send(peer.message("marker"))
     got = await inbox.get()
-    assert got.type == "marker"  # the reflected ping never reached the handler
+    assert got.type == "marker"  # the reflected pong never reached the handler
     assert b.stats().drops.get("duplicate") == 1
 
 
@@ -119,9 +122,9 @@ async def test_a_newcomer_claiming_a_live_peers_id_cannot_disturb_it(make_node):
     assert b.get_connection(victim.node.node_id) is live and live.is_open
     await conn.send(Message.new("still_here", victim.node.node_id, b.node.node_id))
     assert (await inbox.get()).type == "still_here"
-    assert len(b._unproven) == 1
+    assert b.stats().unproven_connections == 1
     await ws.close()
-    await wait_for(lambda: len(b._unproven) == 0)
+    await wait_for(lambda: b.stats().unproven_connections == 0)
     assert live.is_open
 
 
@@ -155,7 +158,7 @@ async def test_unauthenticated_garbage_does_not_keep_an_unproven_connection_aliv
         for _ in range(30):
             await ws.send(b"garbage" * 10)
             await asyncio.sleep(0.1)
-    await wait_for(lambda: b.connected_peers == 0 and not b._unproven, timeout=2)
+    await wait_for(lambda: b.connected_peers == 0 and b.stats().unproven_connections == 0, timeout=2)
 
 
 async def test_rate_limited_duplicate_and_undecryptable_frames_are_dropped_and_counted(make_node):

@@ -120,7 +120,7 @@ async def test_a_connection_replaced_by_a_newer_one_is_closed_not_leaked(make_no
     assert old.close_code == DisconnectCode.GOING_AWAY
     await asyncio.wait_for(old_hub_side.wait_closed(), 3)
     assert hub.connected_peers == 1 and hub.get_connection(same.node_id) is not old_hub_side
-    assert len(hub._unproven) == 0
+    assert hub.stats().unproven_connections == 0
 
 
 async def test_async_context_manager_starts_and_stops(tmp_path):

@@ -54,12 +54,17 @@ async def test_allowlist_refusal_reaches_the_initiator_as_an_exception(make_node
     assert conn.proven
 
 
+def _slots(t):
+    s = t.stats()
+    return s.connections + s.unproven_connections + s.handshaking
+
+
 async def test_connection_over_the_limit_gets_503_while_one_is_mid_handshake(make_node):
     b = await make_node("b", max_conns=2, handshake_timeout=3.0)
     a = await make_node("a")
     await a.connect(b.address)  # 1 established
     pending = await raw_ws(b.url)  # 2: upgraded, handshake not sent yet
-    await wait_for(lambda: b._slots_in_use() == 2)
+    await wait_for(lambda: _slots(b) == 2)
     with pytest.raises(InvalidStatus) as refused:
         await raw_ws(b.url)
     assert refused.value.response.status_code == 503
@@ -68,7 +73,7 @@ async def test_connection_over_the_limit_gets_503_while_one_is_mid_handshake(mak
         await c.connect(b.address)
     assert b.stats().rejected_busy == 2
     await pending.close()
-    await wait_for(lambda: b._slots_in_use() == 1)
+    await wait_for(lambda: _slots(b) == 1)
     assert (await c.connect(b.address)).proven
 
 
@@ -105,6 +110,7 @@ async def test_wrong_path_is_404(make_node):
 async def test_oversized_frame_closes_the_connection(make_node):
     b = await make_node("b", max_message_size=4096)
     peer = await RawPeer.connect(b.url)
+    await peer.send(peer.message("proof"))
     await wait_for(lambda: b.connected_peers == 1)
     await peer.ws.send(b"\0" * 5000)
     with pytest.raises(ConnectionClosed) as closed:

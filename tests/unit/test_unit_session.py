@@ -16,7 +16,15 @@ import pytest
 from smsgnet import Message, NodeManager, TransportConfig
 from smsgnet import _core
 from smsgnet.message import format_timestamp
-from smsgnet.session import DROP_REASONS, Session, make_deduplicator
+from smsgnet.session import (
+    DROP_REASONS,
+    MessageReceived,
+    PeerDisconnected,
+    PingReceived,
+    PongReceived,
+    Session,
+    make_deduplicator,
+)
 
 ALICE = NodeManager.from_private_key(bytes.fromhex(
     "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"), "alice", "controller")
@@ -34,6 +42,14 @@ def pair(config: TransportConfig = NO_LIMIT) -> tuple[Session, Session]:
     )
 
 
+def recv(session: Session, frame, now: float | None = None) -> Message | None:
+    """The message a frame handed out, or None when it was dropped."""
+    for event in session.receive(frame, now):
+        if isinstance(event, (MessageReceived, PingReceived, PongReceived, PeerDisconnected)):
+            return event.message
+    return None
+
+
 def message(now: float, type: str = "echo", payload=None, *, from_: str = ALICE.node_id) -> Message:
     msg = Message.new(type, from_, BOB.node_id, payload if payload is not None else {"n": 1})
     msg.ts = format_timestamp(int(now * 1_000_000_000))
@@ -45,7 +61,7 @@ def test_a_sealed_message_arrives_equal():
     now = time.time()
     sent = message(now, payload={"text": "Grüße <b>&</b> \u2028 🚀", "list": [1, None, True]})
     sent.reply_to = "00000000-0000-4000-8000-000000000001"
-    received = bob.receive(alice.seal(sent), now)
+    received = recv(bob, alice.seal(sent), now)
     assert received == sent
     assert received.to_json() == sent.to_json()
     assert (alice.messages_out, bob.messages_in) == (1, 1)
@@ -57,10 +73,10 @@ def test_both_directions_work_with_one_secret():
     now = time.time()
     ping = Message.ping(ALICE.node_id, BOB.node_id)
     ping.ts = format_timestamp(int(now * 1e9))
-    got = bob.receive(alice.seal(ping), now)
+    got = recv(bob, alice.seal(ping), now)
     pong = got.pong()
     pong.ts = format_timestamp(int(now * 1e9))
-    back = alice.receive(bob.seal(pong), now)
+    back = recv(alice, bob.seal(pong), now)
     assert back.reply_to == ping.id and back.payload["sentAt"] == ping.payload["sentAt"]
 
 
@@ -88,8 +104,8 @@ def test_a_duplicate_frame_is_dropped_and_counted():
     alice, bob = pair()
     now = time.time()
     frame = alice.seal(message(now))
-    assert bob.receive(frame, now) is not None
-    assert bob.receive(frame, now + 1) is None
+    assert recv(bob, frame, now) is not None
+    assert recv(bob, frame, now + 1) is None
     assert bob.drops == Counter({"duplicate": 1})
     assert bob.last_drop.startswith("duplicate")
     assert bob.messages_in == 1
@@ -99,9 +115,9 @@ def test_a_resealed_copy_with_the_same_id_is_a_duplicate():
     alice, bob = pair()
     now = time.time()
     msg = message(now)
-    assert bob.receive(alice.seal(msg), now) is not None
+    assert recv(bob, alice.seal(msg), now) is not None
     msg.payload = {"n": 2}
-    assert bob.receive(_core.SmsgCipher(SECRET).seal(msg.to_json()), now) is None
+    assert recv(bob, _core.SmsgCipher(SECRET).seal(msg.to_json()), now) is None
     assert bob.drops["duplicate"] == 1
 
 
@@ -112,7 +128,7 @@ def test_a_reflected_frame_is_dropped_as_a_duplicate():
     msg = message(now)
     frame = alice.seal(msg)
     assert alice.dedup.contains(msg.id)
-    assert alice.receive(frame, now) is None
+    assert recv(alice, frame, now) is None
     assert alice.drops == Counter({"duplicate": 1})
     assert alice.messages_in == 0
 
@@ -127,8 +143,8 @@ def test_the_dedup_table_is_shared_between_sessions():
     from_other = Session(other.node_id, other_secret, dedup, config)
     now = time.time()
     msg = message(now, from_=BOB.node_id)
-    assert from_bob.receive(_core.SmsgCipher(SECRET).seal(msg.to_json()), now) is not None
-    assert from_other.receive(_core.SmsgCipher(other_secret).seal(msg.to_json()), now) is None
+    assert recv(from_bob, _core.SmsgCipher(SECRET).seal(msg.to_json()), now) is not None
+    assert recv(from_other, _core.SmsgCipher(other_secret).seal(msg.to_json()), now) is None
     assert from_other.drops == Counter({"duplicate": 1})
 
 
@@ -143,8 +159,8 @@ def test_a_replay_after_the_dedup_window_is_stale():
     alice, bob = pair()
     now = time.time()
     frame = alice.seal(message(now))
-    assert bob.receive(frame, now) is not None
-    assert bob.receive(frame, now + 301) is None
+    assert recv(bob, frame, now) is not None
+    assert recv(bob, frame, now + 301) is None
     assert bob.drops == Counter({"stale": 1})
 
 
@@ -154,7 +170,7 @@ def test_a_replay_after_the_dedup_window_is_stale():
 
 def test_text_frames_after_the_handshake_are_dropped():
     _, bob = pair()
-    assert bob.receive('{"id":"x","type":"ping"}', time.time()) is None
+    assert recv(bob, '{"id":"x","type":"ping"}', time.time()) is None
     assert bob.drops == Counter({"unexpected_text": 1})
     assert bob.last_drop.startswith("unexpected_text")
 
@@ -164,12 +180,12 @@ def test_rate_limiting_drops_frames_beyond_the_burst():
     alice, bob = pair(config)
     now = time.time()
     frames = [alice.seal(message(now)) for _ in range(5)]
-    results = [bob.receive(f, now) for f in frames]
+    results = [recv(bob, f, now) for f in frames]
     assert [r is not None for r in results] == [True, True, True, False, False]
     assert bob.drops == Counter({"rate_limited": 2})
     # one token back after a second
-    assert bob.receive(alice.seal(message(now + 1.0)), now + 1.0) is not None
-    assert bob.receive(alice.seal(message(now + 1.0)), now + 1.0) is None
+    assert recv(bob, alice.seal(message(now + 1.0)), now + 1.0) is not None
+    assert recv(bob, alice.seal(message(now + 1.0)), now + 1.0) is None
     assert bob.drops == Counter({"rate_limited": 3})
 
 
@@ -177,8 +193,8 @@ def test_the_token_bucket_comes_before_decryption():
     config = TransportConfig(rate_limit_burst=1, rate_limit_per_sec=0.0)
     alice, bob = pair(config)
     now = time.time()
-    assert bob.receive(b"garbage", now) is None
-    assert bob.receive(alice.seal(message(now)), now) is None
+    assert recv(bob, b"garbage", now) is None
+    assert recv(bob, alice.seal(message(now)), now) is None
     assert bob.drops == Counter({"malformed": 1, "rate_limited": 1})
 
 
@@ -186,7 +202,7 @@ def test_default_rate_limit_is_a_burst_of_100():
     config = TransportConfig()
     alice, bob = pair(config)
     now = time.time()
-    accepted = sum(bob.receive(alice.seal(message(now)), now) is not None for _ in range(101))
+    accepted = sum(recv(bob, alice.seal(message(now)), now) is not None for _ in range(101))
     assert accepted == 100 and bob.drops == Counter({"rate_limited": 1})
 
 
@@ -194,7 +210,7 @@ def test_a_frame_under_another_key_is_undecryptable():
     _, bob = pair()
     now = time.time()
     stranger = _core.SmsgCipher(b"\x07" * 32)
-    assert bob.receive(stranger.seal(message(now).to_json()), now) is None
+    assert recv(bob, stranger.seal(message(now).to_json()), now) is None
     assert bob.drops == Counter({"undecryptable": 1})
 
 
@@ -203,22 +219,22 @@ def test_a_flipped_bit_is_undecryptable():
     now = time.time()
     frame = bytearray(alice.seal(message(now)))
     frame[-20] ^= 1
-    assert bob.receive(bytes(frame), now) is None
+    assert recv(bob, bytes(frame), now) is None
     assert bob.drops == Counter({"undecryptable": 1})
 
 
 @pytest.mark.parametrize("frame", [b"", b"SMSG", b"not a frame at all", b"SMSG\x01" + bytes(60)])
 def test_a_frame_that_is_no_container_is_malformed(frame):
     _, bob = pair()
-    assert bob.receive(frame, time.time()) is None
+    assert recv(bob, frame, time.time()) is None
     assert bob.drops == Counter({"malformed": 1})
 
 
 def test_a_body_that_is_not_a_message_is_an_invalid_message():
     alice, bob = pair()
     now = time.time()
-    assert bob.receive(alice.seal_json("x", b"[1,2,3]"), now) is None
-    assert bob.receive(alice.seal_json("y", b'{"type":"ping","ts":"%s"}' % format_timestamp().encode()), now) is None
+    assert recv(bob, alice.seal_json("x", b"[1,2,3]"), now) is None
+    assert recv(bob, alice.seal_json("y", b'{"type":"ping","ts":"%s"}' % format_timestamp().encode()), now) is None
     assert bob.drops == Counter({"invalid_message": 2})
 
 
@@ -227,7 +243,7 @@ def test_a_message_with_a_non_string_field_is_an_invalid_message():
     now = time.time()
     body = b'{"id":"m-1","type":5,"from":"","to":"","ts":"%s","payload":null}' % format_timestamp(
         int(now * 1e9)).encode()
-    assert bob.receive(alice.seal_json("m-1", body), now) is None
+    assert recv(bob, alice.seal_json("m-1", body), now) is None
     assert bob.drops == Counter({"invalid_message": 1})
     assert bob.last_drop.startswith("invalid_message")
 
@@ -239,15 +255,15 @@ def test_a_message_outside_the_replay_window_is_stale(age):
     msg = message(now - age if age is not None else now)
     if age is None:
         msg.ts = ""
-    assert bob.receive(alice.seal(msg), now) is None
+    assert recv(bob, alice.seal(msg), now) is None
     assert bob.drops == Counter({"stale": 1})
 
 
 def test_a_message_inside_the_replay_window_is_accepted():
     alice, bob = pair()
     now = time.time()
-    assert bob.receive(alice.seal(message(now - 299)), now) is not None
-    assert bob.receive(alice.seal(message(now + 59)), now) is not None
+    assert recv(bob, alice.seal(message(now - 299)), now) is not None
+    assert recv(bob, alice.seal(message(now + 59)), now) is not None
 
 
 def test_strict_sender_drops_a_message_claiming_another_sender():
@@ -255,9 +271,9 @@ def test_strict_sender_drops_a_message_claiming_another_sender():
     alice, bob = pair(config)
     now = time.time()
     impostor = NodeManager.from_private_key(b"\x42" * 32).node_id
-    assert bob.receive(alice.seal(message(now, from_=impostor)), now) is None
-    assert bob.receive(alice.seal(message(now, from_="")), now) is not None
-    assert bob.receive(alice.seal(message(now)), now) is not None
+    assert recv(bob, alice.seal(message(now, from_=impostor)), now) is None
+    assert recv(bob, alice.seal(message(now, from_="")), now) is not None
+    assert recv(bob, alice.seal(message(now)), now) is not None
     assert bob.drops == Counter({"wrong_sender": 1})
 
 
@@ -278,7 +294,7 @@ def test_drops_count_every_reason_separately():
         alice.seal(message(now)),                                      # accepted (8th token)
         alice.seal(message(now)),                                      # rate_limited
     ]
-    delivered = [bob.receive(f, now) for f in frames]
+    delivered = [recv(bob, f, now) for f in frames]
     assert sum(m is not None for m in delivered) == 2
     assert bob.drops == Counter({
         "duplicate": 1, "malformed": 1, "undecryptable": 1, "invalid_message": 1, "wrong_sender": 1,
