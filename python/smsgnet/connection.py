@@ -148,8 +148,11 @@ class PeerConnection:
         remote = ws.remote_address
         #: The remote host (per-address limits of pending connections).
         self.remote_host = str(remote[0]) if remote else ""
-        #: ``time.monotonic()`` when the handshake finished.
+        #: ``time.monotonic()`` when the connection became usable: the handshake
+        #: (outbound) or the proof of key (inbound).
         self.established_at = time.monotonic()
+        #: ``time.monotonic()`` when this node began dialling (outbound only).
+        self.dial_started = self.established_at
         self.state = ConnectionState.OPEN
         self.ping_ms: float | None = None
         #: Set when the connection closes: the disconnect code and reason,

@@ -215,7 +215,7 @@ class Session:
         """True when frames may be sealed for this peer: proven and not closed."""
         return self.proven and not self.closed
 
-    def seal_json(self, message_id: str, message_json: bytes) -> bytes:
+    def seal_json(self, message_id: str, message_json: bytes, now: float | None = None) -> bytes:
         """Seal an encoded Message; its ID is marked as seen (a reflected copy is dropped).
 
         Raises :class:`NotConnectedError` while the peer is unproven: nothing
@@ -223,13 +223,13 @@ class Session:
         holds its key."""
         if not self.proven:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet; nothing is sealed for it")
-        self.dedup.mark(message_id)
+        self.dedup.mark(message_id, now)
         self.messages_out += 1
         return self.cipher.seal(message_json)
 
-    def seal(self, msg: Message) -> bytes:
-        """Encode and seal a Message."""
-        return self.seal_json(msg.id, msg.to_json())
+    def seal(self, msg: Message, now: float | None = None) -> bytes:
+        """Encode and seal a Message (``now``: the clock its ID is marked at; default the system clock)."""
+        return self.seal_json(msg.id, msg.to_json(), now)
 
     def _stamped(self, msg: Message, now: float) -> Message:
         msg.ts = format_timestamp(int(now * 1_000_000_000))
@@ -238,7 +238,7 @@ class Session:
     def ping(self, now: float) -> bytes:
         """A sealed keepalive ping stamped ``now`` (it also restarts the ping interval)."""
         self.last_ping_sent = now
-        return self.seal(self._stamped(Message.ping(self.local_id, self.peer_id, int(now * 1000)), now))
+        return self.seal(self._stamped(Message.ping(self.local_id, self.peer_id, int(now * 1000)), now), now)
 
     def close(self, reason: str, code: int = DisconnectCode.NORMAL, now: float | None = None) -> bytes | None:
         """Close the session: the sealed ``disconnect`` to send (best effort), or
@@ -250,7 +250,7 @@ class Session:
             msg = Message.disconnect(self.local_id, self.peer_id, reason, int(code))
             if now is not None:
                 self._stamped(msg, now)
-            frame = self.seal(msg)
+            frame = self.seal(msg, now)
         self.closed = True
         return frame
 
@@ -283,7 +283,7 @@ class Session:
         if t == "ping":
             reply = msg.pong(int(now * 1000))
             reply.from_ = self.local_id
-            events.append(PingReceived(msg, self.seal(self._stamped(reply, now))))
+            events.append(PingReceived(msg, self.seal(self._stamped(reply, now), now)))
         elif t == "pong":
             p = msg.payload if isinstance(msg.payload, dict) else {}
             sent = p.get("sentAt")

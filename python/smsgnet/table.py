@@ -23,8 +23,9 @@ bounds them), as PROTOCOL.md §7 counts them. Live links never give way to newco
 peer the table decides, and both nodes decide alike without talking:
 
 - a **dial race** (one link dialled by each side, the live one younger than
-  ``race_window``): keep the connection dialled by the lower node ID, close
-  the other quietly (no callbacks: the peer never stopped being connected);
+  ``race_window`` and, for our own dial, live only since after we started
+  dialling): keep the connection dialled by the lower node ID, close the
+  other quietly (no callbacks: the peer never stopped being connected);
 - our **own new dial** reaching a peer that is already live: keep the live
   link, close the new one quietly;
 - a **newer inbound** connection from a peer that is live (it restarted, or
@@ -58,6 +59,9 @@ class TableEntry(Protocol):
 
     @property
     def established_at(self) -> float: ...
+
+    @property
+    def dial_started(self) -> float: ...
 
 
 C = TypeVar("C", bound=TableEntry)
@@ -233,7 +237,10 @@ class ConnectionTable(Generic[C]):
         if old is None or old is conn:
             self._live[conn.peer_id] = conn
             return Adoption(Outcome.NEW, conn, None)
-        if old.outbound != conn.outbound and now - old.established_at < self.race_window:
+        raced = old.outbound != conn.outbound and now - old.established_at < self.race_window
+        if raced and conn.outbound and old.established_at <= conn.dial_started:
+            raced = False  # the peer was live before we dialled: a duplicate, not a race
+        if raced:
             if self._dialled_by(conn) < self._dialled_by(old):
                 self._live[conn.peer_id] = conn
                 return Adoption(Outcome.RACE_WON, conn, old)

@@ -30,7 +30,7 @@ from websockets.asyncio.connection import Connection
 from smsgnet import _core
 from smsgnet.acceptor import Acceptor
 from smsgnet.config import TransportConfig
-from smsgnet.connection import PeerConnection
+from smsgnet.connection import DUPLICATE_REASON, PeerConnection
 from smsgnet.dialer import Dialer, build_url
 from smsgnet.exceptions import (
     ConnectFailedError,
@@ -146,6 +146,8 @@ class Transport:
         self._dialing: dict[str, asyncio.Future[PeerConnection]] = {}
         self._waiters: dict[PeerConnection, asyncio.Future[None]] = {}
         self._keep: dict[str, _KeptLink] = {}
+        #: Live links the peer closed as dial-race losers, until the link it kept proves itself.
+        self._handover: dict[str, PeerConnection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._stopping = False
@@ -447,12 +449,14 @@ class Transport:
 
     async def _dial(self, peer: Peer, url: str, expected: bytes | None) -> PeerConnection:
         initiator = Initiator(self.node, expected_public_key=expected, expected_id=peer.id or None)
+        dial_started = time.monotonic()
         ws, result = await self._dialer.dial(url, initiator)
         if self._stopping:
             await ws.close(1001, "shutting down")
             raise TransportStopped("the transport stopped during connect")
         self._stats.connections_initiated += 1
         conn = self._new_connection(ws, result, outbound=True, address=peer.address)
+        conn.dial_started = dial_started
         # In a dial race the peer's own dial may be waiting for its proof here;
         # when it is the one both sides keep, wait for it instead of racing on.
         winner = self._table.race_winner_pending(conn)
@@ -532,6 +536,10 @@ class Transport:
             assert old is not None
             self._drop_redundant(old, conn)
             return
+        handed = self._handover.pop(conn.peer_id, None)
+        if handed is not None:
+            handed.superseded_by = conn
+            return  # the peer never stopped being connected: no callbacks
         if adoption.outcome is Outcome.REPLACED:
             assert old is not None
             self._stats.replaced += 1
@@ -560,7 +568,8 @@ class Transport:
         self._wake(conn)
         if self._stopping or not conn.is_open:
             return
-        self._apply(conn, self._table.adopt(conn, time.monotonic()))
+        conn.established_at = now = time.monotonic()
+        self._apply(conn, self._table.adopt(conn, now))
 
     def connection_closed(self, conn: PeerConnection) -> None:
         """(Connection owner interface) A connection closed: forget it, tell the user, maybe redial."""
@@ -570,10 +579,27 @@ class Transport:
         self._closed_drops.update(conn.session.drops)
         self._closed_msgs[0] += conn.session.messages_in
         self._closed_msgs[1] += conn.session.messages_out
-        if was_pending and conn.close_reason == "key not proven in time":
-            self._stats.pending_expired += 1
+        peer_id = conn.peer_id
+        if was_pending:
+            if conn.close_reason == "key not proven in time":
+                self._stats.pending_expired += 1
+            handed = self._handover.get(peer_id)
+            if handed is not None and next(self._table.pending_for(peer_id), None) is None:
+                del self._handover[peer_id]  # the link it was handing over to never came
+                self._lost(handed)
+            return
         if not was_live:
             return
+        if (conn.closed_by_peer and conn.close_reason.endswith(DUPLICATE_REASON)
+                and next(self._table.pending_for(peer_id), None) is not None):
+            # The peer closed this link as the loser of a dial race; the link it
+            # keeps is pending here, about to prove itself. Hand over quietly.
+            self._handover[peer_id] = conn
+            return
+        self._lost(conn)
+
+    def _lost(self, conn: PeerConnection) -> None:
+        """A peer's live link is gone with nothing in its place."""
         try:
             self.registry.mark_disconnected(conn.peer_id)
         except RegistryError as e:

@@ -95,3 +95,17 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0, step: fl
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(step)
+
+
+async def impostor(url: str, claimed: NodeManager, **kw: Any) -> ClientConnection:
+    """A socket that completes the keyless half of the handshake under someone
+    else's public identity (it has its own private key, not theirs)."""
+    own = NodeManager.generate("impostor")
+    msg = orjson.loads(Initiator(own).hello())
+    msg["payload"]["identity"] = claimed.identity.to_dict()
+    msg["from"] = claimed.node_id
+    ws = await connect(url, compression=None, ping_interval=None, proxy=None, **kw)
+    await ws.send(orjson.dumps(msg), text=True)
+    ack = orjson.loads(await asyncio.wait_for(ws.recv(), 3))
+    assert ack["payload"]["accepted"] is True, ack
+    return ws

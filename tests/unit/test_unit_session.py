@@ -310,3 +310,159 @@ def test_drop_reasons_are_the_documented_names():
         "unexpected_text",
     }
     assert len(DROP_REASONS) == len(set(DROP_REASONS))
+
+
+# ---------------------------------------------------------------------------
+# events, proof of key and the clock (issue 7): no sockets, a fake clock
+
+from smsgnet.exceptions import NotConnectedError  # noqa: E402
+from smsgnet.session import (  # noqa: E402
+    CloseForSilence,
+    FrameDropped,
+    Proven,
+    SendPing,
+)
+
+T0 = 1_800_000_000.0  # a fixed UNIX time: every clock below is fake
+KEEPALIVE = TransportConfig(rate_limit_burst=None, ping_interval=30.0, pong_timeout=10.0)
+
+
+def inbound_pair(config: TransportConfig = KEEPALIVE) -> tuple[Session, Session]:
+    """Alice dialled Bob: Alice's side is proven by the HMAC, Bob's is not yet."""
+    alice = Session(BOB.node_id, SECRET, make_deduplicator(config), config, local_id=ALICE.node_id, now=T0)
+    bob = Session(ALICE.node_id, SECRET, make_deduplicator(config), config, local_id=BOB.node_id,
+                  proven=False, now=T0)
+    return alice, bob
+
+
+def at(now: float, type: str = "hello", *, from_: str = ALICE.node_id) -> Message:
+    return message(now, type, from_=from_)
+
+
+def test_an_unproven_session_seals_nothing():
+    _, bob = inbound_pair()
+    assert not bob.can_send
+    with pytest.raises(NotConnectedError):
+        bob.seal(at(T0, from_=BOB.node_id))
+    assert bob.close("bye", now=T0) is None  # not even a disconnect
+    assert bob.tick(T0 + 5) is None  # and no keepalive ping
+
+
+def test_the_first_authentic_frame_proves_the_key_and_is_handled_as_usual():
+    alice, bob = inbound_pair()
+    events = bob.receive(alice.seal(at(T0 + 1, "get_stats")), T0 + 1)
+    assert [type(e) for e in events] == [Proven, MessageReceived]
+    assert events[1].message.type == "get_stats"
+    assert bob.proven and bob.can_send
+    assert bob.receive(alice.seal(at(T0 + 2)), T0 + 2)[0].message.type == "hello"  # Proven only once
+
+
+def test_a_ping_as_first_frame_proves_and_is_answered_with_a_sealed_pong():
+    # a Go initiator may first speak with its keepalive ping
+    alice, bob = inbound_pair()
+    ping = Message.ping(ALICE.node_id, BOB.node_id, sent_at_ms=int(T0 * 1000))
+    ping.ts = format_timestamp(int(T0 * 1e9))
+    proven, answered = bob.receive(alice.seal(ping), T0 + 0.5)
+    assert isinstance(proven, Proven) and isinstance(answered, PingReceived)
+    pong = recv(alice, answered.reply, T0 + 0.5)
+    assert pong.type == "pong" and pong.reply_to == ping.id and pong.from_ == BOB.node_id
+
+
+def test_a_frame_from_another_sender_proves_nothing():
+    alice, bob = inbound_pair()
+    third = NodeManager.from_private_key(b"\x42" * 32).node_id
+    events = bob.receive(alice.seal(at(T0, from_=third)), T0)
+    assert events == [FrameDropped("wrong_sender", events[0].detail)]
+    assert not bob.proven
+
+
+def test_a_reflected_frame_proves_nothing():
+    # a frame Bob sealed on his proven link, bounced into a fresh unproven
+    # session of his (one replay table per node) claiming to be from... Bob's peer
+    alice, bob = inbound_pair()
+    bob.receive(alice.seal(at(T0)), T0)
+    own = bob.seal(at(T0, "note", from_=ALICE.node_id), T0)
+    fresh = Session(ALICE.node_id, SECRET, bob.dedup, KEEPALIVE, local_id=BOB.node_id, proven=False, now=T0)
+    assert [type(e) for e in fresh.receive(own, T0)] == [FrameDropped]
+    assert not fresh.proven
+
+
+@pytest.mark.parametrize("frame", ["text", b"garbage", None], ids=["text", "malformed", "undecryptable"])
+def test_frames_that_do_not_open_prove_nothing(frame):
+    _, bob = inbound_pair()
+    if frame is None:
+        frame = _core.SmsgCipher(b"\x07" * 32).seal(at(T0).to_json())
+    assert [type(e) for e in bob.receive(frame, T0)] == [FrameDropped]
+    assert not bob.proven
+
+
+def test_a_stale_or_duplicate_frame_proves_nothing():
+    alice, bob = inbound_pair()
+    assert [type(e) for e in bob.receive(alice.seal(at(T0 - 1000)), T0)] == [FrameDropped]
+    assert not bob.proven
+
+
+def test_pong_gives_the_round_trip():
+    alice, bob = inbound_pair()
+    bob.receive(alice.seal(at(T0)), T0)
+    ping = bob.ping(T0 + 1)
+    answered = alice.receive(ping, T0 + 1.2)[0]
+    (pong,) = bob.receive(answered.reply, T0 + 1.25)
+    assert isinstance(pong, PongReceived) and pong.rtt_ms == pytest.approx(250, abs=1)
+
+
+def test_disconnect_carries_code_and_reason():
+    alice, bob = inbound_pair()
+    bob.receive(alice.seal(at(T0)), T0)
+    frame = alice.close("server shutdown", 1004, T0 + 1)
+    (event,) = bob.receive(frame, T0 + 1)
+    assert isinstance(event, PeerDisconnected) and (event.code, event.reason) == (1004, "server shutdown")
+    assert alice.close("again", 1000, T0 + 2) is None  # only once
+
+
+def test_keepalive_pings_every_interval_on_a_fake_clock():
+    alice, bob = inbound_pair()
+    assert alice.next_deadline == T0 + 30
+    assert alice.tick(T0 + 29.9) is None
+    action = alice.tick(T0 + 30)
+    assert isinstance(action, SendPing)
+    assert recv(bob, action.frame, T0 + 30).type == "ping"
+    assert alice.next_deadline == T0 + 40  # the silence limit comes before the next ping
+    assert alice.tick(T0 + 35) is None
+
+
+def test_silence_closes_at_ping_interval_plus_pong_timeout_with_a_disconnect():
+    alice, bob = inbound_pair()
+    alice.tick(T0 + 30)
+    action = alice.tick(T0 + 40)
+    assert isinstance(action, CloseForSilence) and action.code == 1003
+    assert recv(bob, action.frame, T0 + 40).type == "disconnect"
+    assert alice.tick(T0 + 100) is None  # closed: nothing more
+
+
+def test_every_received_frame_pushes_the_silence_limit_back():
+    alice, bob = inbound_pair()
+    assert isinstance(alice.tick(T0 + 30), SendPing)
+    assert recv(alice, bob_proven_frame(alice, bob, T0 + 35), T0 + 35).type == "note"
+    assert alice.tick(T0 + 40) is None  # would have closed for silence without that frame
+    assert alice.next_deadline == T0 + 60  # the next ping; silence now ends at T0 + 75
+
+
+def bob_proven_frame(alice: Session, bob: Session, now: float) -> bytes:
+    bob.receive(alice.seal(at(now)), now)
+    return bob.seal(at(now, "note", from_=BOB.node_id), now)
+
+
+def test_an_unproven_session_is_closed_at_the_proof_deadline_without_a_frame():
+    config = dataclasses.replace(KEEPALIVE, proof_timeout=5.0)
+    _, bob = inbound_pair(config)
+    assert bob.next_deadline == T0 + 5
+    assert bob.tick(T0 + 4.9) is None
+    action = bob.tick(T0 + 5)
+    assert isinstance(action, CloseForSilence) and action.frame is None
+    assert action.reason == "key not proven in time"
+
+
+def test_the_default_proof_deadline_lets_a_go_initiator_reach_its_keepalive():
+    _, bob = inbound_pair()
+    assert bob.next_deadline == T0 + 40  # ping_interval + pong_timeout
