@@ -22,7 +22,9 @@ oversized is echoed back; the initiator raises :class:`PeerAuthenticationError`.
 Every peer-chosen string that reaches a refusal reason, an exception message
 or :attr:`Responder.refusal` goes through :func:`smsgnet.logsafe.clip`
 (escaped, at most :data:`REASON_LIMIT` characters plus a counter), so those
-are safe to log. Valid handshakes are unchanged byte for byte. The responder has *not* yet seen proof that the initiator holds its
+are safe to log; the responder's refusal is also ASCII and at most
+:data:`REASON_LIMIT` bytes (it fits a WebSocket close reason). Valid
+handshakes are unchanged byte for byte. The responder has *not* yet seen proof that the initiator holds its
 private key: that proof is the initiator's first frame that decrypts. The
 transport treats an inbound connection as unproven until then.
 """
@@ -183,7 +185,7 @@ class Initiator:
 class Responder:
     """The accepting side: :meth:`receive_hello` returns the ack to send and,
     when accepted, the result. A refusal's reason is in :attr:`refusal`
-    (safe to log: escaped and capped); :attr:`peer` is the identity the peer
+    (safe to log: escaped, ASCII, at most ``REASON_LIMIT`` bytes); :attr:`peer` is the identity the peer
     presented, set only once it passed :meth:`NodeIdentity.check_fields`."""
 
     def __init__(self, node: NodeManager, registry: PeerRegistry) -> None:
@@ -196,7 +198,10 @@ class Responder:
         return Message(type=MessageType.HANDSHAKE_ACK, payload=payload, from_=self.node.node_id, to=to).to_json()
 
     def _refuse(self, to: str, reason: str) -> tuple[bytes, None]:
-        # reasons are ours; any peer-chosen part was clip()ped where it was quoted
+        # Reasons are ours; any peer-chosen part was clip()ped where it was quoted.
+        # ASCII and at most REASON_LIMIT bytes, so it also fits a WebSocket close
+        # reason (123 bytes) whatever the peer put in it.
+        reason = reason.encode("ascii", "backslashreplace")[:REASON_LIMIT].decode("ascii")
         self.refusal = reason
         return self._ack(to, {"identity": self.node.identity.to_dict(), "accepted": False, "reason": reason}), None
 

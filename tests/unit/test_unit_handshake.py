@@ -358,6 +358,15 @@ def test_a_huge_version_string_is_quoted_short_and_escaped_in_the_refusal(alice,
     assert "\n" not in responder.refusal and len(responder.refusal) <= REASON_LIMIT + 30
 
 
+@pytest.mark.parametrize("version", ["\U0001f680" * 40, "é" * 200, "v\u2028" * 50], ids=["emoji", "accents", "U+2028"])
+def test_the_refusal_is_ascii_and_fits_a_websocket_close_reason(alice, bob, version):
+    hello = edit(Initiator(alice).hello(), lambda o: o["payload"].update(version=version))
+    responder = Responder(bob, PeerRegistry())
+    assert responder.receive_hello(hello)[1] is None
+    assert responder.refusal.isascii() and len(responder.refusal.encode()) <= min(REASON_LIMIT, 123)
+    assert responder.refusal.startswith("incompatible protocol version ")
+
+
 def test_a_refused_hello_of_the_wrong_type_names_the_type_briefly(alice, bob):
     hello = edit(Initiator(alice).hello(), lambda o: o.update(type="t\n" * 500_000))
     with pytest.raises(ProtocolError) as e:
