@@ -26,6 +26,7 @@ from smsgnet.dialer import CLOSE_TIMEOUT
 from smsgnet.exceptions import ConfigError, SmsgnetError, TransportError
 from smsgnet.handshake import HandshakeResult, Responder
 from smsgnet.identity import NodeManager
+from smsgnet.logsafe import WarningLimiter, clip
 from smsgnet.registry import PeerRegistry
 from smsgnet.table import ConnectionTable
 
@@ -83,6 +84,7 @@ class Acceptor:
         table: ConnectionTable,  # type: ignore[type-arg]
         on_handshake: Callable[[ServerConnection, HandshakeResult, str], Awaitable[None]],
         evict: Callable[[object], None],
+        warnings: WarningLimiter,
     ) -> None:
         self.node = node
         self.registry = registry
@@ -90,6 +92,7 @@ class Acceptor:
         self.table = table
         self._on_handshake = on_handshake
         self._evict = evict
+        self._warnings = warnings
         self.stats = AcceptStats()
         self.server: Server | None = None
         self.stopping = False
@@ -171,12 +174,14 @@ class Acceptor:
                 del ack, data  # not kept for the life of the connection
         except TimeoutError:
             self.stats.handshakes_failed += 1
-            log.info("handshake from %s timed out", remote_address_text(ws))
+            self._warnings.warn(log, "handshake-timeout", "handshake from %s timed out", remote_address_text(ws),
+                                level=logging.INFO)
             await ws.close(1002, "handshake timeout")
             return None
         except SmsgnetError as e:  # ProtocolError, or anything else the peer got wrong
             self.stats.handshakes_failed += 1
-            log.info("bad handshake from %s: %s", remote_address_text(ws), str(e)[:200])
+            self._warnings.warn(log, "handshake-failed", "bad handshake from %s: %s", remote_address_text(ws),
+                                clip(e, 200))
             await ws.close(1002, "protocol error")
             return None
         except ConnectionClosed:
@@ -185,8 +190,8 @@ class Acceptor:
         if result is None:
             self.stats.handshakes_refused += 1
             claimed = responder.peer.id if responder.peer else "?"
-            log.warning("refused %r from %s: %s", claimed[:64], remote_address_text(ws),
-                        (responder.refusal or "refused")[:200])
+            self._warnings.warn(log, "handshake-refused", "refused handshake from %s (claims %s): %s",
+                                remote_address_text(ws), clip(claimed, 64), clip(responder.refusal or "refused"))
             await ws.close(1008, (responder.refusal or "refused")[:120])
             return None
         if self.stopping:

@@ -239,7 +239,8 @@ class PeerConnection:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
         await self._send_frame(frame)
 
-    async def _send_sealed_json(self, message_id: str, message_json: bytes) -> None:
+    async def send_encoded(self, message_id: str, message_json: bytes) -> None:
+        """Send a Message already encoded as JSON (``broadcast`` encodes once for every peer)."""
         if self.state is not ConnectionState.OPEN:
             raise self._closed_error()
         await self._send_frame(self._session.seal_json(message_id, message_json))
@@ -320,6 +321,10 @@ class PeerConnection:
         """Close without a ``disconnect`` message (the link was redundant)."""
         self._start_close(reason, DisconnectCode.NORMAL, send_disconnect=False)
 
+    def close_soon(self, reason: str, code: int, *, send_disconnect: bool) -> None:
+        """Begin closing without waiting (the node's decisions: replaced, evicted)."""
+        self._start_close(reason, code, send_disconnect=send_disconnect)
+
     def _start_close(self, reason: str, code: int, *, send_disconnect: bool, by_peer: bool = False,
                      frame: bytes | None = None) -> None:
         """Begin closing (only the first call counts). ``frame`` is a disconnect
@@ -345,7 +350,7 @@ class PeerConnection:
                 except Exception:  # best effort
                     pass
             try:
-                ws_code = _WS_CLOSE_CODE.get(DisconnectCode(code), 1000) if code in DisconnectCode._value2member_map_ else 1000
+                ws_code = _WS_CLOSE_CODE.get(DisconnectCode(code), 1000) if code in set(DisconnectCode) else 1000
                 await self._ws.close(ws_code, reason.encode()[:120].decode("utf-8", "ignore"))
             except Exception:
                 pass

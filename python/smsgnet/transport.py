@@ -27,7 +27,6 @@ from typing import Any
 
 from websockets.asyncio.connection import Connection
 
-from smsgnet import _core
 from smsgnet.acceptor import Acceptor
 from smsgnet.config import TransportConfig
 from smsgnet.connection import DUPLICATE_REASON, PeerConnection
@@ -45,6 +44,7 @@ from smsgnet.exceptions import (
 from smsgnet.handlers import ConnectionHandler, HandlerRunner, MessageHandler
 from smsgnet.handshake import HandshakeResult, Initiator
 from smsgnet.identity import NodeManager
+from smsgnet.logsafe import WarningLimiter, clip
 from smsgnet.message import DisconnectCode, Message, b64decode, b64encode
 from smsgnet.registry import Peer, PeerRegistry
 from smsgnet.session import FrameDropped, Session, make_deduplicator
@@ -140,9 +140,13 @@ class Transport:
             max_pending_per_address=cfg.max_pending_per_address,
             race_window=cfg.handshake_timeout,
         )
+        #: Warnings a peer can cause (drops, refusals, failed handshakes) are
+        #: rate-limited per category for the whole node, with counts of what was suppressed.
+        self.warnings = WarningLimiter(per_minute=cfg.drop_log_per_minute)
         self._handlers = HandlerRunner(self.spawn)
         self._dialer = Dialer(node, cfg)
-        self._acceptor = Acceptor(node, self.registry, cfg, self._table, self._run_inbound, self._evict)
+        self._acceptor = Acceptor(node, self.registry, cfg, self._table, self._run_inbound, self._evict,
+                                  self.warnings)
         self._dialing: dict[str, asyncio.Future[PeerConnection]] = {}
         self._waiters: dict[PeerConnection, asyncio.Future[None]] = {}
         self._keep: dict[str, _KeptLink] = {}
@@ -155,10 +159,6 @@ class Transport:
         self._stats = TransportStats()
         self._closed_drops: Counter[str] = Counter()
         self._closed_msgs = [0, 0]
-        # drop warnings: at most drop_log_per_minute a minute for the whole node
-        rate = cfg.drop_log_per_minute
-        self._drop_log = _core.TokenBucket(max(1, rate), rate / 60.0)
-        self._unlogged_drops = 0
 
     # -- handlers -------------------------------------------------------------
 
@@ -241,9 +241,10 @@ class Transport:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
             try:
-                self.registry.save()  # last-seen times of this run
+                await self.registry.flush()  # last-seen times of this run, off the event loop
             except RegistryError as e:
-                log.warning("%s", e)
+                log.warning("%s", clip(e, 300))
+            self.warnings.report_suppressed(log)
         finally:
             self._stopped.set()
 
@@ -370,7 +371,7 @@ class Transport:
             return {}
         encoded = msg.to_json()
         results = await asyncio.gather(
-            *(c._send_sealed_json(msg.id, encoded) for c in targets), return_exceptions=True
+            *(c.send_encoded(msg.id, encoded) for c in targets), return_exceptions=True
         )
         return {c.peer_id: r for c, r in zip(targets, results) if isinstance(r, BaseException)}
 
@@ -504,7 +505,7 @@ class Transport:
         if isinstance(victim, PeerConnection):
             log.info("closing unproven connection claiming %s from %s: too many pending",
                      victim.peer_id, victim.address)
-            victim._start_close("too many connections pending proof", DisconnectCode.GOING_AWAY,
+            victim.close_soon("too many connections pending proof", DisconnectCode.GOING_AWAY,
                                 send_disconnect=False)
         else:
             transport = getattr(victim, "transport", None)
@@ -527,11 +528,8 @@ class Transport:
             self._drop_redundant(conn, adoption.live)
             return
         old = adoption.close
-        try:
-            address = conn.address if conn.outbound else (conn.peer.address or conn.address)
-            conn.peer = self.registry.mark_connected(conn.identity, address)
-        except RegistryError as e:
-            log.warning("%s", e)
+        address = conn.address if conn.outbound else (conn.peer.address or conn.address)
+        conn.peer = self.registry.mark_connected(conn.identity, address)  # never raises, never blocks
         if adoption.outcome is Outcome.RACE_WON:
             assert old is not None
             self._drop_redundant(old, conn)
@@ -544,7 +542,7 @@ class Transport:
             assert old is not None
             self._stats.replaced += 1
             log.info("connection to %s replaced by a newer one", conn.peer_id)
-            old._start_close("replaced by a newer connection", DisconnectCode.GOING_AWAY, send_disconnect=True)
+            old.close_soon("replaced by a newer connection", DisconnectCode.GOING_AWAY, send_disconnect=True)
             self._handlers.peer_disconnected(old)
         self._handlers.peer_connected(conn)
 
@@ -600,10 +598,7 @@ class Transport:
 
     def _lost(self, conn: PeerConnection) -> None:
         """A peer's live link is gone with nothing in its place."""
-        try:
-            self.registry.mark_disconnected(conn.peer_id)
-        except RegistryError as e:
-            log.warning("%s", e)
+        self.registry.mark_disconnected(conn.peer_id)
         self._handlers.peer_disconnected(conn)
         kept = self._keep.get(conn.peer_id)
         if kept is None:
@@ -622,19 +617,12 @@ class Transport:
         if rtt_ms is None:
             return
         conn.peer.ping_ms = rtt_ms
-        try:
-            self.registry.record_ping(conn.peer_id, rtt_ms)
-        except RegistryError as e:
-            log.warning("%s", e)
+        self.registry.record_ping(conn.peer_id, rtt_ms)
 
     def frame_dropped(self, conn: PeerConnection, drop: FrameDropped) -> None:
         """(Connection owner interface) Log a dropped frame (rate-limited for the whole node)."""
-        if self._drop_log.allow():
-            extra = f" ({self._unlogged_drops} more dropped since the last warning)" if self._unlogged_drops else ""
-            log.warning("dropped frame from %s: %s%s", conn.peer_id, _loggable(conn.session.last_drop), extra)
-            self._unlogged_drops = 0
-        else:
-            self._unlogged_drops += 1
+        self.warnings.warn(log, "drop", "dropped frame from %s (%s): %s", conn.peer_id, clip(conn.address, 64),
+                           clip(conn.session.last_drop, 200))
 
     # -- reconnect -----------------------------------------------------------------------------
 
@@ -662,10 +650,3 @@ class Transport:
         while True:
             await asyncio.sleep(self.config.dedup_sweep_interval)
             self._dedup.sweep()
-
-
-def _loggable(text: str, limit: int = 200) -> str:
-    """A peer-controlled string made safe for one log line: capped and escaped."""
-    cut = text[:limit]
-    out = cut.encode("unicode_escape").decode("ascii")
-    return out + (f"…(+{len(text) - limit} chars)" if len(text) > limit else "")

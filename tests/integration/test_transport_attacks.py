@@ -140,6 +140,7 @@ async def test_a_peer_is_not_persisted_before_it_proves_its_key(make_node, tmp_p
     # its first authenticated frame is the proof
     await peer.send(peer.message("proof"))
     await wait_for(lambda: silent.node_id in b.registry)
+    await b.registry.flush()  # saves happen in the background
     assert silent.node_id in PeerRegistry(path)
 
 
