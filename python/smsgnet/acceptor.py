@@ -108,6 +108,7 @@ class Acceptor:
                 process_request=self._process_request,
                 compression=None,
                 max_size=cfg.max_message_size,
+                max_queue=cfg.receive_queue_frames,
                 ping_interval=None,
                 close_timeout=CLOSE_TIMEOUT,
                 ssl=server_ssl,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 from smsgnet.exceptions import ConfigError
 
@@ -64,6 +65,18 @@ class TransportConfig:
     #: Per-connection token bucket: burst and refill per second (None: no limit).
     rate_limit_burst: int | None = 100
     rate_limit_per_sec: float = 50.0
+    #: Per-peer overrides of the token bucket, for trusted high-rate peers:
+    #: node ID or base64 public key → (burst or None for no limit, refill per second).
+    peer_rate_limits: Mapping[str, tuple[int | None, float]] = field(default_factory=dict)
+    #: Bytes that may wait to be written to one peer (in the socket buffer and
+    #: behind other writers); a send beyond it raises SendQueueFull at once.
+    max_send_queue_bytes: int = 4 << 20
+    #: Received frames websockets buffers per connection while the handler is
+    #: busy (then the socket is not read: TCP backpressure on the sender).
+    receive_queue_frames: int = 4
+    #: Messages waiting in ``Transport.messages()`` before the read loops wait for
+    #: the consumer (backpressure, never drops).
+    message_queue_size: int = 256
     #: Message IDs are remembered this long; frames whose ``ts`` is older are dropped.
     dedup_ttl: float = 300.0
     #: Expired IDs are swept this often.
@@ -126,6 +139,22 @@ class TransportConfig:
         if self.rate_limit_burst is not None:
             integer("rate_limit_burst", 1)
         integer("dedup_max_entries", 1)
+        integer("max_send_queue_bytes", 1)
+        if self.max_send_queue_bytes < self.max_message_size:
+            raise ConfigError(f"max_send_queue_bytes must be >= max_message_size ({self.max_message_size}), "
+                              f"got {self.max_send_queue_bytes!r}")
+        integer("receive_queue_frames", 1)
+        integer("message_queue_size", 1)
+        if not isinstance(self.peer_rate_limits, Mapping):
+            raise ConfigError("peer_rate_limits must map a node ID or public key to (burst, per_sec)")
+        for who, limit in self.peer_rate_limits.items():
+            ok = (isinstance(who, str) and isinstance(limit, tuple) and len(limit) == 2
+                  and (limit[0] is None or (type(limit[0]) is int and limit[0] >= 1))
+                  and isinstance(limit[1], (int, float)) and not isinstance(limit[1], bool)
+                  and math.isfinite(limit[1]) and limit[1] >= 0)
+            if not ok:
+                raise ConfigError(f"peer_rate_limits[{who!r}] must be (burst >= 1 or None, per_sec >= 0), "
+                                  f"got {limit!r}")
         integer("drop_log_per_minute", 0)
         if not isinstance(self.allowed_origin_hosts, tuple):
             raise ConfigError("allowed_origin_hosts must be a tuple of host names")
@@ -145,6 +174,15 @@ class TransportConfig:
     def port(self) -> int:
         """Listen port (0 = pick a free one; 0 when not listening)."""
         return int(self.listen_addr.rpartition(":")[2]) if self.listen_addr is not None else 0
+
+    def rate_limit_for(self, peer_id: str, public_key: str) -> tuple[int | None, float]:
+        """The token bucket (burst, per second) for one peer: its override, or the default."""
+        limits = self.peer_rate_limits
+        if limits:
+            found = limits.get(peer_id) or limits.get(public_key)
+            if found is not None:
+                return found
+        return self.rate_limit_burst, self.rate_limit_per_sec
 
     @property
     def proof_deadline(self) -> float:

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
-from smsgnet.exceptions import ConnectionClosedError, NotConnectedError
+from smsgnet.exceptions import (
+    ConnectionClosedError,
+    MessageTooLarge,
+    NotConnectedError,
+    RemoteError,
+    RequestTimeout,
+    SendQueueFull,
+)
+from smsgnet.logsafe import clip
 from smsgnet.identity import NodeIdentity
 from smsgnet.message import DisconnectCode, Message
 from smsgnet.registry import Peer
@@ -169,6 +177,8 @@ class PeerConnection:
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._requests: dict[str, asyncio.Future[Message]] = {}
+        self._waiting_bytes = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.frames_in = 0
@@ -223,8 +233,19 @@ class PeerConnection:
         Writers are serialised; a write (including its wait for earlier
         writes) that takes longer than the configured write timeout closes the
         connection and raises :class:`ConnectionClosedError`, as does sending
-        on a closed connection. A connection that lost a dial race or turned
-        out to duplicate a live link forwards to that link."""
+        on a closed connection. A message that cannot be sealed raises
+        :class:`~smsgnet.SealError` (empty type, payload not JSON) or
+        :class:`~smsgnet.MessageTooLarge` (over this node's
+        ``max_message_size``), and one that would put more than
+        ``max_send_queue_bytes`` in line for this peer raises
+        :class:`~smsgnet.SendQueueFull`; in those cases nothing was sent and
+        the connection stays up.
+
+        Cancellation: a send cancelled before its write starts (while it waits
+        for earlier writers) is not sent; once the frame is handed to the
+        socket it will be delivered. A connection that lost a dial race or
+        turned out to duplicate a live link forwards to that link.
+        """
         if not msg.from_:
             msg.from_ = self._owner.node_id
         if self.state is not ConnectionState.OPEN:
@@ -233,30 +254,78 @@ class PeerConnection:
                 await live.send(msg)
                 return
             raise self._closed_error()
-        try:
-            frame = self._session.seal_json(msg.id, msg.to_json())
-        except NotConnectedError:
-            raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
-        await self._send_frame(frame)
+        await self.send_encoded(msg.id, msg.to_json())
 
     async def send_encoded(self, message_id: str, message_json: bytes) -> None:
         """Send a Message already encoded as JSON (``broadcast`` encodes once for every peer)."""
         if self.state is not ConnectionState.OPEN:
             raise self._closed_error()
-        await self._send_frame(self._session.seal_json(message_id, message_json))
+        try:
+            frame = self._session.seal_json(message_id, message_json)
+        except NotConnectedError:
+            raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
+        limit = self._owner.config.max_message_size
+        if len(frame) > limit:
+            raise MessageTooLarge(len(frame), limit)
+        await self._send_frame(frame, bounded=True)
+
+    async def request(self, msg: Message, *, timeout: float = 10.0) -> Message:
+        """Send ``msg`` and wait for the message whose ``replyTo`` is its ID.
+
+        The reply is returned, not handed to the message handler. An ``error``
+        reply raises :class:`~smsgnet.RemoteError` (``code``, ``message``,
+        ``details``); no reply within ``timeout`` seconds raises
+        :class:`~smsgnet.RequestTimeout`; the link closing first raises
+        :class:`ConnectionClosedError` with its code and reason."""
+        if self.state is not ConnectionState.OPEN:
+            live = self.superseded_by
+            if live is not None and live.is_open:
+                return await live.request(msg, timeout=timeout)
+            raise self._closed_error()
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._requests[msg.id] = fut
+        try:
+            async with asyncio.timeout(timeout):
+                await self.send(msg)
+                reply = await fut
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to {msg.type[:64]!r} from {self.peer_id} within {timeout:g}s") from None
+        finally:
+            self._requests.pop(msg.id, None)
+        if reply.type == "error":
+            p = reply.payload if isinstance(reply.payload, dict) else {}
+            code, text, details = p.get("code"), p.get("message"), p.get("details")
+            raise RemoteError(code if type(code) is int else 0, text if isinstance(text, str) else "",
+                              details if isinstance(details, str) else "")
+        return reply
+
+    def _take_reply(self, msg: Message) -> bool:
+        """Hand ``msg`` to a waiting :meth:`request`; True when one was waiting."""
+        fut = self._requests.pop(msg.reply_to, None)
+        if fut is None:
+            return False
+        if not fut.done():
+            fut.set_result(msg)
+        return True
 
     def _closed_error(self) -> ConnectionClosedError:
         why = f" ({self.close_code} {self.close_reason})" if self.close_code is not None else ""
         return ConnectionClosedError(f"connection to {self.peer_id} is closed{why}", self.close_code,
                                      self.close_reason)
 
-    async def _send_frame(self, frame: bytes, *, allow_closing: bool = False) -> None:
+    async def _send_frame(self, frame: bytes, *, allow_closing: bool = False, bounded: bool = False) -> None:
         if self.state is not ConnectionState.OPEN and not allow_closing:
             raise self._closed_error()
-        timeout = self._owner.config.write_timeout
+        config = self._owner.config
+        timeout = config.write_timeout
         lock = self._write_lock
+        transport = self._ws.transport
+        if bounded and transport is not None:
+            queued = self._waiting_bytes + transport.get_write_buffer_size()
+            if queued + len(frame) > config.max_send_queue_bytes:
+                raise SendQueueFull(f"{queued} bytes already waiting to be written to {self.peer_id} "
+                                    f"(max_send_queue_bytes {config.max_send_queue_bytes}); not sent")
         try:
-            transport = self._ws.transport
             if (not lock.locked() and transport is not None
                     and transport.get_write_buffer_size() + len(frame) < transport.get_write_buffer_limits()[1]):
                 # Fast path: nobody else is writing and the frame fits under
@@ -266,9 +335,13 @@ class PeerConnection:
                     await self._ws.send(frame)
             else:
                 # The deadline covers the wait for earlier writers too.
-                async with asyncio.timeout(timeout):
-                    async with lock:
-                        await self._ws.send(frame)
+                self._waiting_bytes += len(frame)
+                try:
+                    async with asyncio.timeout(timeout):
+                        async with lock:
+                            await self._ws.send(frame)
+                finally:
+                    self._waiting_bytes -= len(frame)
         except TimeoutError:
             log.warning("write to %s timed out after %.1fs; closing", self.peer_id, timeout)
             self._start_close("write timeout", DisconnectCode.TIMEOUT, send_disconnect=False)
@@ -362,6 +435,13 @@ class PeerConnection:
             return
         self._set_state(ConnectionState.CLOSED)
         self._cancel_timer()
+        if self._requests:
+            error = self._closed_error()
+            for fut in self._requests.values():
+                if not fut.done():
+                    fut.set_exception(error)
+                    fut.exception()  # the request() awaiting it re-raises; no "never retrieved" noise
+            self._requests.clear()
         self._owner.connection_closed(self)
         self._closed.set()
 
@@ -410,7 +490,10 @@ class PeerConnection:
                     if self.state is not ConnectionState.OPEN:
                         break  # closing: drain what is left, hand nothing more out
                     if isinstance(event, MessageReceived):
-                        result = owner.deliver(self, event.message)
+                        msg = event.message
+                        if self._requests and msg.reply_to and self._take_reply(msg):
+                            continue
+                        result = owner.deliver(self, msg)
                         if result is not None:
                             await result
                     elif isinstance(event, PingReceived):
@@ -428,6 +511,8 @@ class PeerConnection:
                         if event.rtt_ms is not None:
                             self.ping_ms = event.rtt_ms
                         owner.pong_received(self, event.rtt_ms)
+                        if self._requests and self._take_reply(event.message):
+                            continue
                         if deliver_control:
                             result = owner.deliver(self, event.message)
                             if result is not None:
@@ -454,11 +539,13 @@ class PeerConnection:
                 rcvd = ws.protocol.close_rcvd
                 code = rcvd.code if rcvd is not None else None
                 reason = "connection closed by peer" if rcvd is not None else "connection lost"
+                close_code: int = DisconnectCode.GOING_AWAY
                 if code == 1009:
-                    reason = "message too big"
+                    # the peer refused a message of ours as too big for its max_message_size
+                    close_code, reason = 1009, "message too big for the peer's max_message_size"
                 elif rcvd is not None and rcvd.reason:
-                    reason = f"connection closed by peer: {rcvd.reason[:120]}"
-                self._start_close(reason, DisconnectCode.GOING_AWAY, send_disconnect=False, by_peer=True)
+                    reason = f"connection closed by peer: {clip(rcvd.reason, 120)}"
+                self._start_close(reason, close_code, send_disconnect=False, by_peer=True)
             await self.wait_closed()
 
     def __repr__(self) -> str:

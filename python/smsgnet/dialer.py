@@ -98,6 +98,7 @@ class Dialer:
                         url,
                         compression=None,
                         max_size=self.config.max_message_size,
+                        max_queue=self.config.receive_queue_frames,
                         ping_interval=None,
                         close_timeout=CLOSE_TIMEOUT,
                         open_timeout=None,

@@ -6,7 +6,8 @@
     ├── ConfigError (ValueError)          you configured it wrong
     ├── InvalidKeyError (ValueError)      a key of the wrong length, or a low-order peer key
     ├── IdentityError                     the identity on disk is missing, unreadable or corrupt
-    ├── SealError (ValueError)            what you asked to seal cannot be sealed
+    ├── SealError (ValueError)            what you asked to send cannot be sealed: empty type, payload not JSON
+    │   └── MessageTooLarge               larger than this node's max_message_size (nothing was sent)
     ├── SmsgError                         a frame could not be opened (the peer sent garbage)
     │   ├── FrameTruncatedError           the frame ends inside its container header
     │   ├── BadMagicError                 the frame does not start with "SMSG"
@@ -27,7 +28,10 @@
     │   ├── ConnectFailedError (ConnectionError)  could not reach or upgrade to the peer
     │   ├── NotConnectedError             no connection to that peer
     │   ├── TransportStopped              the transport was stopped (it cannot start again)
+    │   ├── SendQueueFull                 too many bytes already waiting to be written to that peer
     │   └── ConnectionClosedError         the connection closed (``.code``, ``.reason``)
+    ├── RequestTimeout (TimeoutError)     request(): no reply in time
+    ├── RemoteError                       request(): the peer answered with an ``error`` message
     └── RegistryError                     the peer registry refused a change
 
 "Authentication failed" errors deliberately say nothing about where the
@@ -42,6 +46,7 @@ __all__ = [
     "InvalidKeyError",
     "IdentityError",
     "SealError",
+    "MessageTooLarge",
     "SmsgError",
     "FrameTruncatedError",
     "BadMagicError",
@@ -62,6 +67,9 @@ __all__ = [
     "ConnectFailedError",
     "NotConnectedError",
     "TransportStopped",
+    "SendQueueFull",
+    "RequestTimeout",
+    "RemoteError",
     "ConnectionClosedError",
     "RegistryError",
 ]
@@ -85,6 +93,16 @@ class IdentityError(SmsgnetError):
 
 class SealError(SmsgnetError, ValueError):
     """The message cannot be sealed (for example, it is not valid UTF-8)."""
+
+
+class MessageTooLarge(SealError):
+    """The sealed message would exceed this node's ``max_message_size``; nothing was sent
+    and the connection stays up."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message too large: {size} bytes sealed, max_message_size is {limit}")
+        self.size = size
+        self.limit = limit
 
 
 class SmsgError(SmsgnetError):
@@ -170,6 +188,27 @@ class NotConnectedError(TransportError, LookupError):
 class TransportStopped(TransportError):
     """The transport has been stopped; a stopped transport cannot be started
     again (create a new one)."""
+
+
+class SendQueueFull(TransportError):
+    """More than ``max_send_queue_bytes`` are already waiting to be written to that
+    peer (it reads too slowly); this message was not sent, the connection stays up."""
+
+
+class RequestTimeout(SmsgnetError, TimeoutError):
+    """``request()`` got no reply within its timeout."""
+
+
+class RemoteError(SmsgnetError):
+    """The peer answered a ``request()`` with an ``error`` message
+    (``code``, ``message``, ``details`` from its payload)."""
+
+    def __init__(self, code: int, message: str, details: str = "") -> None:
+        text = f"peer answered with error {code}: {message}"
+        super().__init__(text + (f" ({details})" if details else ""))
+        self.code = code
+        self.message = message
+        self.details = details
 
 
 class ConnectionClosedError(TransportError):

@@ -1,4 +1,9 @@
-"""The one place user callbacks run: message handler and peer connected/disconnected.
+"""The one place user callbacks run: message handlers and peer connected/disconnected.
+
+Each received message goes to exactly one consumer: the handler registered for
+its type (``on_message("type")``), else the catch-all handler
+(``on_message(handler)``), else the ``Transport.messages()`` iterator once one
+has been opened; with none of these it is counted as unhandled.
 
 A failing callback never takes a connection down: its error is counted and
 logged (with a traceback at most ~10 times a minute), and a
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -21,12 +27,77 @@ from smsgnet.message import Message
 if TYPE_CHECKING:
     from smsgnet.connection import PeerConnection
 
-__all__ = ["HandlerRunner", "MessageHandler", "ConnectionHandler"]
+__all__ = ["HandlerRunner", "MessageHandler", "ConnectionHandler", "MessageChannel"]
 
 log = logging.getLogger("smsgnet")
 
 MessageHandler: TypeAlias = Callable[["PeerConnection", Message], "Awaitable[None] | None"]
 ConnectionHandler: TypeAlias = Callable[["PeerConnection"], "Awaitable[None] | None"]
+
+
+class MessageChannel:
+    """A bounded queue of (connection, message) between read loops and
+    ``Transport.messages()`` iterators. ``put`` waits while it is full (the
+    sender's read loop stops reading: TCP backpressure, nothing dropped);
+    after :meth:`close`, ``get`` drains what is left, then ends."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: deque[tuple[PeerConnection, Message]] = deque()
+        self._getters: deque[asyncio.Future[None]] = deque()
+        self._putters: deque[asyncio.Future[None]] = deque()
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @staticmethod
+    def _wake(waiters: deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    async def put(self, conn: PeerConnection, msg: Message) -> None:
+        while len(self._items) >= self.limit and not self.closed:
+            fut = asyncio.get_running_loop().create_future()
+            self._putters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._wake(self._putters)  # pass the turn on
+                raise
+        if self.closed:
+            return
+        self._items.append((conn, msg))
+        self._wake(self._getters)
+
+    async def get(self) -> tuple[PeerConnection, Message] | None:
+        """The next item, or None once closed and drained."""
+        while not self._items:
+            if self.closed:
+                return None
+            fut = asyncio.get_running_loop().create_future()
+            self._getters.append(fut)
+            try:
+                await fut
+            except asyncio.CancelledError:
+                if fut.done() and not fut.cancelled():
+                    self._wake(self._getters)
+                raise
+        item = self._items.popleft()
+        self._wake(self._putters)
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        for waiters in (self._getters, self._putters):
+            while waiters:
+                fut = waiters.popleft()
+                if not fut.done():
+                    fut.set_result(None)
 
 
 class HandlerRunner:
@@ -36,6 +107,10 @@ class HandlerRunner:
         self._spawn = spawn
         self.message: MessageHandler | None = None
         self._message_is_async = False
+        self.by_type: dict[str, tuple[MessageHandler, bool]] = {}
+        #: Created by the first ``Transport.messages()``.
+        self.channel: MessageChannel | None = None
+        self.unhandled = 0
         self.connected: ConnectionHandler | None = None
         self.disconnected: ConnectionHandler | None = None
         self.errors = 0
@@ -45,6 +120,9 @@ class HandlerRunner:
     def set_message_handler(self, handler: MessageHandler) -> None:
         self.message = handler
         self._message_is_async = inspect.iscoroutinefunction(handler)
+
+    def set_type_handler(self, type: str, handler: MessageHandler) -> None:
+        self.by_type[type] = (handler, inspect.iscoroutinefunction(handler))
 
     # -- peer callbacks ----------------------------------------------------------
 
@@ -75,10 +153,17 @@ class HandlerRunner:
     def deliver(self, conn: PeerConnection, msg: Message) -> Awaitable[None] | None:
         """Call the message handler; an awaitable when it must be awaited
         (before the next frame of the same connection is read)."""
-        handler = self.message
+        if self.by_type and msg.type in self.by_type:
+            handler, is_async = self.by_type[msg.type]
+        else:
+            handler, is_async = self.message, self._message_is_async
         if handler is None:
+            if self.channel is not None and not self.channel.closed:
+                return self.channel.put(conn, msg)
+            self.unhandled += 1
+            log.debug("no handler for %r from %s", msg.type[:64], conn.peer_id)
             return None
-        if self._message_is_async:
+        if is_async:
             return self._await(handler(conn, msg), conn, msg)  # type: ignore[arg-type]
         try:
             result = handler(conn, msg)

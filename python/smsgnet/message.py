@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from smsgnet.exceptions import InvalidMessageError
+from smsgnet.exceptions import InvalidMessageError, SealError
 from smsgnet.payloads import (
     DisconnectPayload,
     ErrorPayload,
@@ -271,7 +271,12 @@ class Message:
         orjson already leaves ``<``, ``>``, ``&`` unescaped; U+2028 and U+2029
         are then written as ``\\u2028``/``\\u2029`` as Go does.
         """
-        out = orjson.dumps(self.to_dict())
+        if not self.type or not isinstance(self.type, str):
+            raise SealError(f"message type must be a non-empty string, got {self.type!r}")
+        try:
+            out = orjson.dumps(self.to_dict())
+        except orjson.JSONEncodeError as e:
+            raise SealError(f"payload of a {self.type!r} message is not JSON-serialisable: {e}") from None
         if b"\xe2" in out and b"\xe2\x80" in out:  # one-byte search first: much faster
             out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
         return out

@@ -176,6 +176,7 @@ class Session:
         config: TransportConfig,
         *,
         local_id: str = "",
+        peer_public_key: str = "",
         proven: bool = True,
         now: float = 0.0,
     ) -> None:
@@ -183,8 +184,9 @@ class Session:
         self.peer_id = peer_id
         self.cipher = _core.SmsgCipher(shared_secret)
         bucket = None
-        if config.rate_limit_burst is not None:
-            bucket = _core.TokenBucket(config.rate_limit_burst, config.rate_limit_per_sec)
+        burst, per_sec = config.rate_limit_for(peer_id, peer_public_key)
+        if burst is not None:
+            bucket = _core.TokenBucket(burst, per_sec)
         self.receiver = _core.FrameReceiver(
             self.cipher,
             dedup,

@@ -21,9 +21,9 @@ import random
 import socket
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from websockets.asyncio.connection import Connection
 
@@ -41,7 +41,7 @@ from smsgnet.exceptions import (
     TransportError,
     TransportStopped,
 )
-from smsgnet.handlers import ConnectionHandler, HandlerRunner, MessageHandler
+from smsgnet.handlers import ConnectionHandler, HandlerRunner, MessageChannel, MessageHandler
 from smsgnet.handshake import HandshakeResult, Initiator
 from smsgnet.identity import NodeManager
 from smsgnet.logsafe import WarningLimiter, clip
@@ -82,6 +82,8 @@ class TransportStats:
     reconnect_attempts: int = 0
     reconnects: int = 0
     handler_errors: int = 0
+    #: Messages no handler took while no ``messages()`` iterator was open.
+    messages_unhandled: int = 0
     messages_in: int = 0
     messages_out: int = 0
     drops: dict[str, int] = field(default_factory=dict)
@@ -162,15 +164,64 @@ class Transport:
 
     # -- handlers -------------------------------------------------------------
 
-    def on_message(self, handler: MessageHandler) -> MessageHandler:
-        """Set the handler called as ``handler(conn, msg)`` for every accepted
-        message (sync or async; usable as a decorator). Set it before
-        :meth:`start`. An async handler is awaited before the next frame of the
-        same connection is read: keep it short, or spawn a task."""
+    @overload
+    def on_message(self, handler_or_type: MessageHandler) -> MessageHandler: ...
+
+    @overload
+    def on_message(self, handler_or_type: str) -> Callable[[MessageHandler], MessageHandler]: ...
+
+    def on_message(self, handler_or_type: MessageHandler | str) -> Any:
+        """Set the handler called as ``handler(conn, msg)`` for received messages.
+
+        ``on_message(handler)`` (or ``@transport.on_message``) sets the
+        catch-all handler; ``@transport.on_message("get_stats")`` sets the
+        handler of one message type, which takes those messages instead of the
+        catch-all. Each message goes to one consumer: its type's handler, else
+        the catch-all, else the :meth:`messages` iterator. Replies to
+        :meth:`request` go to the request, not to a handler. Handlers may be
+        sync or async; set them before :meth:`start`. An async handler is
+        awaited before the next frame of the same connection is read: keep it
+        short, or spawn a task."""
         if self._started:
-            raise TransportError("set the message handler before start()")
-        self._handlers.set_message_handler(handler)
-        return handler
+            raise TransportError("set message handlers before start()")
+        if isinstance(handler_or_type, str):
+            if not handler_or_type:
+                raise TransportError("on_message(type): the message type must be a non-empty string")
+            type_ = handler_or_type
+
+            def register(handler: MessageHandler) -> MessageHandler:
+                if self._started:
+                    raise TransportError("set message handlers before start()")
+                self._handlers.set_type_handler(type_, handler)
+                return handler
+            return register
+        self._handlers.set_message_handler(handler_or_type)
+        return handler_or_type
+
+    async def messages(self) -> AsyncIterator[tuple[PeerConnection, Message]]:
+        """Iterate over received messages as ``(conn, msg)``::
+
+            async for conn, msg in transport.messages():
+                ...
+
+        Messages that a handler takes (see :meth:`on_message`) do not appear
+        here. The queue is bounded (``message_queue_size``): when the consumer
+        falls behind, the read loops wait, so senders are slowed down by TCP
+        backpressure and nothing is dropped. Messages that arrive before the
+        first iterator is opened, with no handler for them, are counted as
+        unhandled (``stats().messages_unhandled``): open it before connecting.
+        Several iterators share one queue (each message goes to one). The
+        iteration ends when the transport stops."""
+        if self._stopping:
+            raise TransportStopped("the transport is stopped; create a new Transport to start again")
+        channel = self._handlers.channel
+        if channel is None:
+            channel = self._handlers.channel = MessageChannel(self.config.message_queue_size)
+        while True:
+            item = await channel.get()
+            if item is None:
+                return
+            yield item
 
     def on_peer_connected(self, handler: ConnectionHandler) -> ConnectionHandler:
         """Set ``handler(conn)``, called when a peer's link becomes live: for
@@ -227,6 +278,8 @@ class Transport:
         try:
             self._keep.clear()
             self._acceptor.stop_listening()
+            if self._handlers.channel is not None:
+                self._handlers.channel.close()
             conns = self._table.live() + self._table.pending()
             await asyncio.gather(
                 *(c.graceful_close("server shutdown", DisconnectCode.SHUTDOWN) for c in conns),
@@ -338,6 +391,7 @@ class Transport:
             reconnect_attempts=s.reconnect_attempts,
             reconnects=s.reconnects,
             handler_errors=self._handlers.errors,
+            messages_unhandled=self._handlers.unhandled,
             messages_in=msgs_in,
             messages_out=msgs_out,
             drops=dict(drops),
@@ -355,6 +409,17 @@ class Transport:
         if conn is None or not conn.is_open:
             raise NotConnectedError(f"not connected to {peer_id}")
         await conn.send(msg)
+
+    async def request(self, peer_id: str, msg: Message, *, timeout: float = 10.0) -> Message:
+        """Send ``msg`` to a connected peer and wait for its reply (see
+        :meth:`PeerConnection.request`). Raises :class:`NotConnectedError`,
+        :class:`~smsgnet.RequestTimeout`, :class:`~smsgnet.RemoteError` or
+        :class:`~smsgnet.ConnectionClosedError`."""
+        self._check_running()
+        conn = self._table.get(peer_id)
+        if conn is None or not conn.is_open:
+            raise NotConnectedError(f"not connected to {peer_id}")
+        return await conn.request(msg, timeout=timeout)
 
     async def broadcast(self, msg: Message) -> dict[str, BaseException]:
         """Send to every live link except ``msg.from_`` (the originator).
@@ -517,7 +582,8 @@ class Transport:
     def _new_connection(self, ws: Connection, result: HandshakeResult, *, outbound: bool,
                         address: str) -> PeerConnection:
         session = Session(result.peer.id, result.shared_secret, self._dedup, self.config,
-                          local_id=self.node.node_id, proven=outbound, now=time.time())
+                          local_id=self.node.node_id, peer_public_key=result.peer.public_key,
+                          proven=outbound, now=time.time())
         peer = self.registry.get(result.peer.id) or Peer.from_identity(result.peer, address)
         return PeerConnection(self, ws, result.peer, result.shared_secret, session, outbound=outbound,
                               peer=peer, address=address)
