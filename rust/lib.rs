@@ -16,6 +16,8 @@ pub mod rfc3339;
 pub mod smsg;
 
 #[cfg(test)]
+mod bench_dedup;
+#[cfg(test)]
 mod bench_smsg;
 
 #[cfg(feature = "python")]

@@ -5,7 +5,9 @@
 //! dropped. The I/O layer counts reasons and hands accepted bytes to the
 //! application; it never looks inside a frame itself.
 
-use crate::dedup::Deduplicator;
+use std::cell::Cell;
+
+use crate::dedup::{Check, Deduplicator, SlotHint};
 use crate::error::CoreError;
 use crate::ratelimit::TokenBucket;
 use crate::rfc3339::parse_unix_seconds;
@@ -25,7 +27,8 @@ pub enum DropReason {
     /// The message claims to come from a node other than the connected peer.
     WrongSender,
     /// `ts` is older than the replay window, in the future beyond the allowed
-    /// skew, missing, or not later than an ID evicted from a full dedup table.
+    /// skew, missing, earlier than the table's restart floor, or not later
+    /// than an ID the same sender had evicted from the replay table.
     Stale,
     /// The message ID was already seen (this includes IDs this node sent).
     Duplicate,
@@ -80,13 +83,27 @@ pub struct ReplayWindow {
     pub max_future: f64,
 }
 
+/// Who a frame comes from, as far as the receive step is concerned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    /// With it set, a message whose non-empty `from` differs is dropped.
+    pub peer_id: Option<&'a str>,
+    /// The replay table's partition: the authenticated peer of the connection.
+    pub sender: &'a str,
+    /// This node's ID: a message whose `from` is this node is checked against
+    /// the horizon of our own sealed IDs too.
+    pub local_id: Option<&'a str>,
+    /// Where the sender's partition was found last time (saves a lookup).
+    pub hint: Option<&'a Cell<SlotHint>>,
+}
+
 /// Everything one frame needs, borrowed for the length of the call.
 pub fn receive(
     cipher: &Cipher,
     bucket: Option<&mut TokenBucket>,
     dedup: &mut Deduplicator,
     window: ReplayWindow,
-    peer_id: Option<&str>,
+    origin: Origin<'_>,
     frame: &[u8],
     now: f64,
 ) -> Verdict {
@@ -99,7 +116,7 @@ pub fn receive(
         Ok(body) => body,
         Err(e) => return Verdict::Dropped(DropReason::of_error(&e), e.to_string()),
     };
-    check_message(body, dedup, window, peer_id, now)
+    check_message(body, dedup, window, origin, now)
 }
 
 /// The checks after decryption, split out so the vectors can drive them.
@@ -107,7 +124,7 @@ pub fn check_message(
     body: Vec<u8>,
     dedup: &mut Deduplicator,
     window: ReplayWindow,
-    peer_id: Option<&str>,
+    origin: Origin<'_>,
     now: f64,
 ) -> Verdict {
     let head = match parse_message_head(&body) {
@@ -118,9 +135,9 @@ pub fn check_message(
         Some(id) if !id.is_empty() => id,
         _ => return Verdict::Dropped(DropReason::InvalidMessage, "message has no id".into()),
     };
-    if let (Some(expected), Some(from)) = (peer_id, head.from.as_deref()) {
+    if let (Some(expected), Some(from)) = (origin.peer_id, head.from.as_deref()) {
         if !from.is_empty() && from != expected {
-            return Verdict::Dropped(DropReason::WrongSender, format!("from {from:?}"));
+            return Verdict::Dropped(DropReason::WrongSender, format!("from {:?}", clip(from)));
         }
     }
     let ts = match head.ts.as_deref().and_then(parse_unix_seconds) {
@@ -135,13 +152,32 @@ pub fn check_message(
     if ts > now + window.max_future {
         return Verdict::Dropped(DropReason::Stale, format!("ts {:.0} s in the future", ts - now));
     }
-    if ts <= dedup.evicted_horizon() {
-        return Verdict::Dropped(DropReason::Stale, "older than the dedup table's memory".into());
+    let from_local = origin.local_id.is_some_and(|me| head.from.as_deref() == Some(me));
+    let check = match origin.hint {
+        Some(cell) => {
+            let mut hint = cell.get();
+            let check = dedup.check_frame_hinted(&mut hint, origin.sender, id, now, ts, ts + window.max_age, from_local);
+            cell.set(hint);
+            check
+        }
+        None => dedup.check_frame(origin.sender, id, now, ts, ts + window.max_age, from_local),
+    };
+    match check {
+        Check::Fresh => Verdict::Accepted(body),
+        Check::Duplicate => Verdict::Dropped(DropReason::Duplicate, String::new()),
+        Check::BeforeFloor => Verdict::Dropped(DropReason::Stale, "ts before the restart floor".into()),
+        Check::BehindHorizon => {
+            Verdict::Dropped(DropReason::Stale, "not newer than an ID this sender had evicted".into())
+        }
     }
-    if !dedup.check_and_mark_stamped(id, now, ts, ts + window.max_age) {
-        return Verdict::Dropped(DropReason::Duplicate, String::new());
+}
+
+/// At most 64 characters of a peer-controlled string, for a drop detail.
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
     }
-    Verdict::Accepted(body)
 }
 
 #[cfg(test)]
@@ -160,30 +196,64 @@ mod tests {
     fn order_bucket_open_stale_duplicate() {
         let (c, mut d, w) = setup();
         let now = 1735689600.0;
+        let p = Origin { peer_id: Some("p"), sender: "p", local_id: None, hint: None };
+        let q = Origin { peer_id: Some("q"), sender: "q", local_id: None, hint: None };
         let msg = br#"{"id":"m1","type":"ping","from":"p","to":"","ts":"2025-01-01T00:00:00Z","payload":null}"#;
         let frame = c.seal(msg, &[1u8; 24], 0).unwrap();
         let mut bucket = TokenBucket::new(2, 0.0).unwrap();
-        assert!(matches!(receive(&c, Some(&mut bucket), &mut d, w, Some("p"), &frame, now), Verdict::Accepted(_)));
+        assert!(matches!(receive(&c, Some(&mut bucket), &mut d, w, p, &frame, now), Verdict::Accepted(_)));
         assert!(matches!(
-            receive(&c, Some(&mut bucket), &mut d, w, Some("p"), &frame, now),
+            receive(&c, Some(&mut bucket), &mut d, w, p, &frame, now),
             Verdict::Dropped(DropReason::Duplicate, _)
         ));
         assert!(matches!(
-            receive(&c, Some(&mut bucket), &mut d, w, Some("p"), &frame, now),
+            receive(&c, Some(&mut bucket), &mut d, w, p, &frame, now),
             Verdict::Dropped(DropReason::RateLimited, _)
         ));
         // replayed after the dedup window: refused by its age
         assert!(matches!(
-            receive(&c, None, &mut d, w, Some("p"), &frame, now + 301.0),
+            receive(&c, None, &mut d, w, p, &frame, now + 301.0),
             Verdict::Dropped(DropReason::Stale, _)
         ));
         assert!(matches!(
-            receive(&c, None, &mut d, w, Some("q"), &frame, now),
+            receive(&c, None, &mut d, w, q, &frame, now),
             Verdict::Dropped(DropReason::WrongSender, _)
         ));
         assert!(matches!(
-            receive(&c, None, &mut d, w, None, b"nope", now),
+            receive(&c, None, &mut d, w, Origin::default(), b"nope", now),
             Verdict::Dropped(DropReason::Malformed, _)
+        ));
+    }
+
+    /// One peer's 200k IDs dated a minute ahead do not make another peer's
+    /// fresh frame stale (issue 8 #1), and replays of the flood stay refused.
+    #[test]
+    fn a_future_dated_flood_from_one_peer_spares_the_others() {
+        let c = Cipher::new(&[5u8; 32]).unwrap();
+        let mut d = Deduplicator::with_limits(crate::dedup::Limits::new(360.0, 200_000, Some(50_000), None).unwrap());
+        let w = ReplayWindow { max_age: 300.0, max_future: 60.0 };
+        let now = 1735689600.0;
+        let flood = Origin { peer_id: Some("m"), sender: "m", local_id: None, hint: None };
+        let honest = Origin { peer_id: Some("h"), sender: "h", local_id: None, hint: None };
+        let mut first = None;
+        for i in 0..200_000u32 {
+            // each dated a little later, so that each is accepted and evicts the
+            // flooder's own oldest ID
+            let body = format!(r#"{{"id":"f{i}","from":"m","ts":"2025-01-01T00:00:59.{i:06}Z"}}"#).into_bytes();
+            if i == 0 {
+                first = Some(body.clone());
+            }
+            assert!(matches!(check_message(body, &mut d, w, flood, now), Verdict::Accepted(_)));
+        }
+        assert_eq!(d.len(), 50_000);
+        assert_eq!(d.evicted(), 150_000);
+        let msg = br#"{"id":"h1","from":"h","ts":"2025-01-01T00:00:00Z"}"#;
+        let frame = c.seal(msg, &[1u8; 24], 0).unwrap();
+        assert!(matches!(receive(&c, None, &mut d, w, honest, &frame, now + 1.0), Verdict::Accepted(_)));
+        // the flood's evicted first ID is still refused (by its sender's horizon)
+        assert!(matches!(
+            check_message(first.unwrap(), &mut d, w, flood, now + 1.0),
+            Verdict::Dropped(DropReason::Stale, _)
         ));
     }
 }

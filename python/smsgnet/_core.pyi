@@ -175,48 +175,132 @@ class TokenBucket:
 
 @final
 class Deduplicator:
-    """Message IDs remembered for ``ttl`` seconds, at most ``max_entries`` of them.
+    """The replay table: message IDs per sender, each remembered for ``ttl`` seconds.
 
-    When full, the oldest ID is evicted (counted in :attr:`evicted`); the
-    receive step then refuses frames not newer than anything evicted. Raises
-    ``ValueError`` for a non-positive or non-finite ``ttl`` or ``max_entries`` 0.
+    Theory of operation: ``rust/dedup.rs``. An entry is the pair (sender, ID),
+    so the same ID from two senders is delivered from both; IDs this node
+    sealed (:meth:`mark`) are refused from every sender. Memory is bounded by
+    ``per_peer`` IDs per sender, ``max_entries`` IDs over all senders and
+    ``max_peers`` senders (``per_peer`` and ``max_peers`` default to
+    ``max_entries``); IDs longer than 64 bytes are stored as their SHA-256.
+
+    A sender at its quota evicts its own oldest ID; a full table evicts the
+    oldest ID of all. An ID evicted while live raises its sender's *horizon*
+    (the evicted message's ``ts``): the receive step then refuses that sender's
+    frames not newer than it, so an evicted ID still cannot be replayed, and
+    no sender's traffic moves another sender's horizon. Raises ``ValueError``
+    for a non-positive or non-finite ``ttl`` or a limit below 1.
     """
 
-    def __new__(cls, ttl: float, max_entries: int) -> Deduplicator: ...
-    def check_and_mark(self, message_id: str, now: float | None = None) -> bool:
-        """True the first time ``message_id`` is seen within the TTL (and marks it)."""
+    def __new__(
+        cls, ttl: float, max_entries: int, *, per_peer: int | None = None, max_peers: int | None = None
+    ) -> Deduplicator: ...
+    def check_and_mark(self, message_id: str, now: float | None = None, *, sender: str = "") -> bool:
+        """True the first time ``message_id`` comes from ``sender`` within the TTL (and marks it).
+
+        False for a duplicate from the same sender and for an ID this node sealed.
+        No horizon applies here (that needs the message's ``ts``; see :class:`FrameReceiver`).
+        """
 
     def mark(self, message_id: str, now: float | None = None) -> None:
-        """Remember ``message_id`` (IDs of messages this node sends)."""
+        """Remember ``message_id`` as sealed by this node: refused from every sender for the TTL.
 
-    def contains(self, message_id: str, now: float | None = None) -> bool:
-        """True when ``message_id`` is remembered and not expired; marks nothing."""
+        Call it for every message sent, so a reflected copy is dropped as a duplicate.
+        """
+
+    def contains(self, message_id: str, now: float | None = None, *, sender: str | None = None) -> bool:
+        """True when ``message_id`` is remembered and live: sealed by this node, or
+        received from ``sender`` (from any sender when None). Marks nothing."""
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove every expired ID; returns how many were removed."""
+        """Remove every expired ID and free idle senders; returns how many IDs were removed.
+
+        Call it periodically (``dedup_sweep_interval``); checks only remove a few
+        expired IDs each.
+        """
 
     def len(self) -> int:
         """Number of IDs held, including expired ones not yet swept."""
 
     def __len__(self) -> int: ...
+    def horizon(self, sender: str | None, now: float | None = None) -> float | None:
+        """The ``ts`` that ``sender``'s frames must be later than (None: no horizon).
+
+        ``sender=None`` gives the horizon of this node's own evicted IDs, which
+        applies to frames whose ``from`` is this node.
+        """
+
+    def to_bytes(self, now: float | None = None) -> bytes:
+        """Every live ID, horizon and the floor, in a versioned format ending in a SHA-256.
+
+        Bounded by the limits (at most about 150 bytes per ID). Write it with
+        :func:`smsgnet.replay.save_table` (atomic, fsynced).
+        """
+
+    @staticmethod
+    def from_bytes(
+        data: bytes,
+        ttl: float,
+        max_entries: int,
+        *,
+        per_peer: int | None = None,
+        max_peers: int | None = None,
+        now: float | None = None,
+    ) -> Deduplicator:
+        """A table saved by :meth:`to_bytes`, rebuilt under the limits given here.
+
+        IDs expired at ``now`` are dropped; IDs beyond the limits are evicted
+        oldest first (raising horizons as usual). Raises ``ValueError`` when the
+        data is truncated, corrupt (SHA-256 mismatch) or of another version;
+        nothing of it is used then.
+        """
+
     @property
     def ttl(self) -> float: ...
     @property
     def max_entries(self) -> int: ...
     @property
+    def per_peer(self) -> int: ...
+    @property
+    def max_peers(self) -> int: ...
+    @property
     def evicted(self) -> int:
-        """How many IDs were pushed out because the table was full."""
+        """How many live IDs were pushed out because a limit was reached."""
+
+    @property
+    def forgotten(self) -> int:
+        """How many senders were dropped with a live horizon (more than ``max_peers`` senders)."""
+
+    @property
+    def partitions(self) -> int:
+        """Senders with a partition in the table."""
+
+    @property
+    def floor(self) -> float | None:
+        """Frames whose ``ts`` is earlier than this are refused as ``"stale"`` (None: no floor).
+
+        Set after an unclean restart (see :mod:`smsgnet.replay`); raises
+        ``ValueError`` for a non-finite value.
+        """
+
+    @floor.setter
+    def floor(self, value: float | None) -> None: ...
 
 @final
 class FrameReceiver:
     """The receive step of one connection, one call per frame:
-    token bucket → open → sender and ``ts`` checks → duplicate check.
+    token bucket → open → sender and ``ts`` checks → replay table.
 
-    ``bucket`` and ``dedup`` are shared objects (the same dedup table can serve
-    several receivers). ``max_age``/``max_future`` bound the message ``ts``
-    relative to ``now``; keep ``max_age`` at most the dedup TTL. With
-    ``peer_id`` set, a message whose non-empty ``from`` differs is dropped.
-    Raises ``ValueError`` for ``max_age`` <= 0 or ``max_future`` < 0 (or non-finite).
+    ``bucket`` and ``dedup`` are shared objects (one replay table serves every
+    receiver). ``max_age``/``max_future`` bound the message ``ts`` relative to
+    ``now``; keep ``max_age`` at most the dedup TTL. With ``peer_id`` set, a
+    message whose non-empty ``from`` differs is dropped. ``sender`` is the
+    replay table partition of this connection: pass the authenticated peer's
+    node ID (default: ``peer_id``, else ``""``, one partition shared by every
+    receiver without a sender, as before partitions existed). ``local_id`` is
+    this node's ID: a frame whose ``from`` is this node is also checked
+    against the horizon of our own evicted IDs. Raises ``ValueError`` for
+    ``max_age`` <= 0 or ``max_future`` < 0 (or non-finite).
     """
 
     def __new__(
@@ -228,11 +312,15 @@ class FrameReceiver:
         max_age: float = 300.0,
         max_future: float = 60.0,
         peer_id: str | None = None,
+        sender: str | None = None,
+        local_id: str | None = None,
     ) -> FrameReceiver: ...
     def receive(self, frame: bytes | bytearray, now: float | None = None) -> tuple[str, bytes | None]:
         """``("ok", message_json)`` or ``(reason, None)`` with a reason from :func:`drop_reasons`.
 
-        Never raises for anything the peer sends; :attr:`last_error` has the detail.
+        ``"stale"`` covers a ``ts`` outside the window, before the table's
+        floor, or not newer than the sender's horizon. Never raises for
+        anything the peer sends; :attr:`last_error` has the detail.
         """
 
     @property
@@ -241,6 +329,12 @@ class FrameReceiver:
 
     @property
     def peer_id(self) -> str | None: ...
+    @property
+    def sender(self) -> str:
+        """The replay table partition of this receiver."""
+
+    @property
+    def local_id(self) -> str | None: ...
 
 def drop_reasons() -> list[str]:
     """Every reason :meth:`FrameReceiver.receive` can return besides ``"ok"``."""

@@ -9,9 +9,11 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
 
-use crate::dedup::Deduplicator as CoreDedup;
+use std::cell::Cell;
+
+use crate::dedup::{Deduplicator as CoreDedup, Limits, SlotHint};
 use crate::ratelimit::TokenBucket as CoreBucket;
-use crate::receive::{self, ReplayWindow, Verdict};
+use crate::receive::{self, Origin, ReplayWindow, Verdict};
 use crate::smsg::{self, Cipher, LARGE_FRAME, NONCE_LEN};
 use crate::{handshake_crypto, keys, rfc3339};
 use errors::to_py_err;
@@ -216,7 +218,18 @@ impl TokenBucket {
     }
 }
 
-/// Message IDs remembered for `ttl` seconds, at most `max_entries` of them.
+fn count_arg(v: Option<i64>, what: &str) -> PyResult<Option<usize>> {
+    v.map(|n| usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| PyValueError::new_err(format!("{what} must be at least 1"))))
+        .transpose()
+}
+
+fn limits_arg(ttl: f64, max_entries: i64, per_peer: Option<i64>, max_peers: Option<i64>) -> PyResult<Limits> {
+    let max_entries = usize::try_from(max_entries).map_err(|_| PyValueError::new_err("max_entries must be at least 1"))?;
+    Limits::new(ttl, max_entries, count_arg(per_peer, "per_peer")?, count_arg(max_peers, "max_peers")?)
+        .map_err(PyValueError::new_err)
+}
+
+/// The replay table: message IDs per sender, remembered for `ttl` seconds.
 #[pyclass(module = "smsgnet._core")]
 struct Deduplicator {
     inner: CoreDedup,
@@ -225,14 +238,14 @@ struct Deduplicator {
 #[pymethods]
 impl Deduplicator {
     #[new]
-    fn new(ttl: f64, max_entries: i64) -> PyResult<Self> {
-        let max_entries = usize::try_from(max_entries).map_err(|_| PyValueError::new_err("max_entries must be at least 1"))?;
-        Ok(Deduplicator { inner: CoreDedup::new(ttl, max_entries).map_err(PyValueError::new_err)? })
+    #[pyo3(signature = (ttl, max_entries, *, per_peer=None, max_peers=None))]
+    fn new(ttl: f64, max_entries: i64, per_peer: Option<i64>, max_peers: Option<i64>) -> PyResult<Self> {
+        Ok(Deduplicator { inner: CoreDedup::with_limits(limits_arg(ttl, max_entries, per_peer, max_peers)?) })
     }
 
-    #[pyo3(signature = (message_id, now=None))]
-    fn check_and_mark(&mut self, message_id: &str, now: Option<f64>) -> PyResult<bool> {
-        Ok(self.inner.check_and_mark(message_id, now_or_clock(now)?))
+    #[pyo3(signature = (message_id, now=None, *, sender=""))]
+    fn check_and_mark(&mut self, message_id: &str, now: Option<f64>, sender: &str) -> PyResult<bool> {
+        Ok(self.inner.check_and_mark(sender, message_id, now_or_clock(now)?))
     }
 
     #[pyo3(signature = (message_id, now=None))]
@@ -241,9 +254,9 @@ impl Deduplicator {
         Ok(())
     }
 
-    #[pyo3(signature = (message_id, now=None))]
-    fn contains(&self, message_id: &str, now: Option<f64>) -> PyResult<bool> {
-        Ok(self.inner.contains(message_id, now_or_clock(now)?))
+    #[pyo3(signature = (message_id, now=None, *, sender=None))]
+    fn contains(&self, message_id: &str, now: Option<f64>, sender: Option<&str>) -> PyResult<bool> {
+        Ok(self.inner.contains(sender, message_id, now_or_clock(now)?))
     }
 
     #[pyo3(signature = (now=None))]
@@ -259,6 +272,39 @@ impl Deduplicator {
         self.inner.len()
     }
 
+    #[pyo3(signature = (sender, now=None))]
+    fn horizon(&self, sender: Option<&str>, now: Option<f64>) -> PyResult<Option<f64>> {
+        let h = self.inner.horizon(sender, now_or_clock(now)?);
+        Ok((h > f64::NEG_INFINITY).then_some(h))
+    }
+
+    #[pyo3(signature = (now=None))]
+    fn to_bytes<'py>(&self, py: Python<'py>, now: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
+        let now = now_or_clock(now)?;
+        let inner = &self.inner;
+        let bytes = py.allow_threads(|| inner.to_bytes(now));
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (data, ttl, max_entries, *, per_peer=None, max_peers=None, now=None))]
+    fn from_bytes(
+        py: Python<'_>,
+        data: &[u8],
+        ttl: f64,
+        max_entries: i64,
+        per_peer: Option<i64>,
+        max_peers: Option<i64>,
+        now: Option<f64>,
+    ) -> PyResult<Self> {
+        let limits = limits_arg(ttl, max_entries, per_peer, max_peers)?;
+        let now = now_or_clock(now)?;
+        let inner = py
+            .allow_threads(|| CoreDedup::from_bytes(data, limits, now))
+            .map_err(|e| PyValueError::new_err(format!("replay table: {e}")))?;
+        Ok(Deduplicator { inner })
+    }
+
     #[getter]
     fn ttl(&self) -> f64 {
         self.inner.ttl()
@@ -270,8 +316,44 @@ impl Deduplicator {
     }
 
     #[getter]
+    fn per_peer(&self) -> usize {
+        self.inner.limits().per_peer
+    }
+
+    #[getter]
+    fn max_peers(&self) -> usize {
+        self.inner.limits().max_peers
+    }
+
+    #[getter]
     fn evicted(&self) -> u64 {
         self.inner.evicted()
+    }
+
+    #[getter]
+    fn forgotten(&self) -> u64 {
+        self.inner.forgotten()
+    }
+
+    #[getter]
+    fn partitions(&self) -> usize {
+        self.inner.partitions()
+    }
+
+    #[getter]
+    fn floor(&self) -> Option<f64> {
+        let f = self.inner.floor();
+        (f > f64::NEG_INFINITY).then_some(f)
+    }
+
+    #[setter]
+    fn set_floor(&mut self, floor: Option<f64>) -> PyResult<()> {
+        match floor {
+            None => self.inner.set_floor(f64::NEG_INFINITY),
+            Some(f) if f.is_finite() => self.inner.set_floor(f),
+            Some(_) => return Err(PyValueError::new_err("floor must be a finite number or None")),
+        }
+        Ok(())
     }
 }
 
@@ -283,13 +365,17 @@ struct FrameReceiver {
     dedup: Py<Deduplicator>,
     window: ReplayWindow,
     peer_id: Option<String>,
+    sender: String,
+    local_id: Option<String>,
+    hint: SlotHint,
     last_error: String,
 }
 
 #[pymethods]
 impl FrameReceiver {
     #[new]
-    #[pyo3(signature = (cipher, dedup, *, bucket=None, max_age=300.0, max_future=60.0, peer_id=None))]
+    #[pyo3(signature = (cipher, dedup, *, bucket=None, max_age=300.0, max_future=60.0, peer_id=None, sender=None, local_id=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cipher: PyRef<'_, SmsgCipher>,
         dedup: Py<Deduplicator>,
@@ -297,6 +383,8 @@ impl FrameReceiver {
         max_age: f64,
         max_future: f64,
         peer_id: Option<String>,
+        sender: Option<String>,
+        local_id: Option<String>,
     ) -> PyResult<Self> {
         if !(max_age.is_finite() && max_age > 0.0) {
             return Err(PyValueError::new_err("max_age must be a finite number > 0"));
@@ -311,12 +399,16 @@ impl FrameReceiver {
                  a frame could be replayed once its ID is forgotten"
             )));
         }
+        let sender = sender.or_else(|| peer_id.clone()).unwrap_or_default();
         Ok(FrameReceiver {
             cipher: Arc::clone(&cipher.inner),
             bucket,
             dedup,
             window: ReplayWindow { max_age, max_future },
             peer_id,
+            sender,
+            local_id,
+            hint: SlotHint::default(),
             last_error: String::new(),
         })
     }
@@ -347,7 +439,16 @@ impl FrameReceiver {
         let verdict = match opened {
             Ok(body) => {
                 let mut dedup = self.dedup.borrow_mut(py);
-                receive::check_message(body, &mut dedup.inner, self.window, self.peer_id.as_deref(), now)
+                let hint = Cell::new(self.hint);
+                let origin = Origin {
+                    peer_id: self.peer_id.as_deref(),
+                    sender: &self.sender,
+                    local_id: self.local_id.as_deref(),
+                    hint: Some(&hint),
+                };
+                let verdict = receive::check_message(body, &mut dedup.inner, self.window, origin, now);
+                self.hint = hint.get();
+                verdict
             }
             Err(e) => Verdict::Dropped(receive::DropReason::of_error(&e), e.to_string()),
         };
@@ -372,6 +473,16 @@ impl FrameReceiver {
     #[getter]
     fn peer_id(&self) -> Option<&str> {
         self.peer_id.as_deref()
+    }
+
+    #[getter]
+    fn sender(&self) -> &str {
+        &self.sender
+    }
+
+    #[getter]
+    fn local_id(&self) -> Option<&str> {
+        self.local_id.as_deref()
     }
 }
 

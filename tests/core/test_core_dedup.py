@@ -85,17 +85,20 @@ def test_capacity_is_bounded_and_oldest_evicted_first():
     assert d.evicted == 1
     assert d.contains("a", T0 + 4) is False  # the oldest went first
     assert all(d.contains(m, T0 + 4) for m in "bcd")
+    # this node's own IDs live beside the peers' and never push them out
     d.mark("e", T0 + 5)
-    assert d.evicted == 2
-    assert d.contains("b", T0 + 5) is False
+    assert d.evicted == 1
+    assert len(d) == 4
+    assert all(d.contains(m, T0 + 5) for m in "bcde")
     for i in range(100):
         d.check_and_mark(f"x{i}", T0 + 6)
-    assert len(d) == 3
-    assert d.evicted == 102
+    assert len(d) == 4
+    assert d.evicted == 101
+    assert d.contains("e", T0 + 6)
 
 
 def test_refreshed_entry_is_evicted_by_its_latest_use():
-    d = Deduplicator(300.0, 2)
+    d = Deduplicator(300.0, 2)  # this node's own IDs: at most per_peer (= max_entries) of them
     d.mark("a", T0)
     d.mark("b", T0 + 1)
     d.mark("a", T0 + 2)  # a is now the newest
