@@ -1,0 +1,71 @@
+"""The ``smsgnet`` command: ``keygen``, ``serve``, ``ping``, ``send`` and ``demo``.
+
+Every subcommand has ``--help``. Exit codes: 0 success, 1 runtime failure
+(unreachable peer, refused handshake, unreadable identity, no reply in time),
+2 usage error (bad address, bad option value), 130 interrupted. Errors are one
+line on stderr; logs go to stderr (``-v`` INFO, ``-vv`` DEBUG); stdout carries
+only results, as JSON with ``--json``.
+
+Layout: :mod:`~smsgnet.cli.arguments` defines every shared option once;
+:mod:`~smsgnet.cli.output` prints results and errors; one module per command
+(:mod:`~smsgnet.cli.keygen`, :mod:`~smsgnet.cli.serve`,
+:mod:`~smsgnet.cli.client` for ``ping`` and ``send``, :mod:`~smsgnet.cli.demo`).
+
+``seal_sample`` and ``describe_frame`` are small public helpers the demo uses
+to show what an SMSG frame looks like on the wire.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from smsgnet.cli import arguments, client, demo, keygen, serve
+from smsgnet.cli.client import client_config as _client_config
+from smsgnet.cli.frames import describe_frame, seal_sample
+from smsgnet.cli.output import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    UsageError,
+    report_error,
+    setup_logging,
+)
+from smsgnet.cli.state import default_state_dir
+from smsgnet.exceptions import SmsgnetError
+
+__all__ = ["main", "build_parser", "default_state_dir", "seal_sample", "describe_frame",
+           "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "EXIT_INTERRUPTED"]
+
+# the name the transport tests import: a client command's config listens on nothing
+__all__ += ["_client_config"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``smsgnet`` command."""
+    parser, sub = arguments.top_level_parser()
+    keygen.add_parser(sub)
+    serve.add_parser(sub)
+    client.add_parsers(sub)
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``smsgnet`` command; returns the exit code (for ``sys.exit``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        return report_error(None, e, as_json=False)
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except (CliError, SmsgnetError, KeyboardInterrupt) as e:
+        return report_error(args.command, e, as_json=False)
+    except BrokenPipeError:
+        return EXIT_FAILURE
