@@ -280,9 +280,9 @@ impl Deduplicator {
 
     #[pyo3(signature = (now=None))]
     fn to_bytes<'py>(&self, py: Python<'py>, now: Option<f64>) -> PyResult<Bound<'py, PyBytes>> {
-        let now = now_or_clock(now)?;
-        let inner = &self.inner;
-        let bytes = py.allow_threads(|| inner.to_bytes(now));
+        // holds the GIL: with it released, a receive on another thread would
+        // find the table borrowed and fail
+        let bytes = self.inner.to_bytes(now_or_clock(now)?);
         Ok(PyBytes::new(py, &bytes))
     }
 
