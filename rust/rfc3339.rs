@@ -1,8 +1,46 @@
-//! Parse the `ts` of a transport Message: RFC 3339 with 0–9 (or more)
-//! fractional digits and `Z` or `±hh:mm`, into UNIX seconds.
+//! The one RFC 3339 parser of smsgnet: the `ts` of a transport Message.
+//! Python's `smsgnet.message.parse_timestamp` calls it too (through
+//! `_core.parse_timestamp_fields`), so both sides accept exactly the same texts.
+//!
+//! Accepted: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±hh:mm)`, which is every form
+//! Go's `time.RFC3339Nano` prints and what Go's parser accepts, with these
+//! rules:
+//!
+//! * year 0001–9999 (Go also takes 0000; Python's datetime cannot hold it, and
+//!   no real frame is dated year 0, so it is refused on both sides);
+//! * month, day (by month and leap year), hour 00–23, minute 00–59,
+//!   second 00–59 (no leap second: Go refuses `:60` and never writes it);
+//! * a fraction of one or more digits, any length; digits past the ninth are
+//!   ignored (truncated, as Go does);
+//! * the zone `Z` or `±hh:mm` with hh 00–23 and mm 00–59;
+//! * `T` may also be `t` or a space and `Z` may be `z` (RFC 3339 §5.6 allows
+//!   them; Go does not, so smsgnet only ever reads them, never writes them).
 
-/// UNIX time in seconds (with fraction) of an RFC 3339 timestamp, or None.
-pub fn parse_unix_seconds(s: &str) -> Option<f64> {
+/// The fields of a parsed timestamp, as written (local time plus its offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp {
+    pub year: i64,
+    pub month: i64,
+    pub day: i64,
+    pub hour: i64,
+    pub minute: i64,
+    pub second: i64,
+    /// 0–999 999 999.
+    pub nanosecond: i64,
+    /// Seconds east of UTC (`+01:00` is 3600).
+    pub offset_seconds: i64,
+}
+
+impl Timestamp {
+    /// Whole UNIX seconds (the fraction is in `nanosecond`).
+    pub fn unix_seconds(&self) -> i64 {
+        days_from_civil(self.year, self.month, self.day) * 86400 + self.hour * 3600 + self.minute * 60 + self.second
+            - self.offset_seconds
+    }
+}
+
+/// Parse an RFC 3339 timestamp (rules in the module header), or None.
+pub fn parse(s: &str) -> Option<Timestamp> {
     let b = s.as_bytes();
     if b.len() < 20 {
         return None;
@@ -13,37 +51,44 @@ pub fn parse_unix_seconds(s: &str) -> Option<f64> {
             if !c.is_ascii_digit() {
                 return None;
             }
-            v = v * 10 + (c - b'0') as i64;
+            v = v * 10 + i64::from(c - b'0');
         }
         Some(v)
     };
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+    if year < 1
+        || !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
         return None;
     }
     let mut i = 19;
-    let mut frac = 0.0;
+    let mut nanosecond = 0;
     if b.get(i) == Some(&b'.') {
         i += 1;
         let start = i;
-        let mut scale = 0.1;
-        while let Some(c) = b.get(i).filter(|c| c.is_ascii_digit()) {
-            frac += (c - b'0') as f64 * scale;
-            scale /= 10.0;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            if i - start < 9 {
+                nanosecond = nanosecond * 10 + i64::from(b[i] - b'0');
+            }
             i += 1;
         }
         if i == start {
             return None;
         }
+        for _ in (i - start)..9 {
+            nanosecond *= 10;
+        }
     }
-    let offset = match b.get(i)? {
+    let offset_seconds = match b.get(i)? {
         b'Z' | b'z' if i + 1 == b.len() => 0,
         sign @ (b'+' | b'-') if i + 6 == b.len() && b[i + 3] == b':' => {
             let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
@@ -51,13 +96,21 @@ pub fn parse_unix_seconds(s: &str) -> Option<f64> {
                 return None;
             }
             let off = oh * 3600 + om * 60;
-            if *sign == b'+' { off } else { -off }
+            if *sign == b'+' {
+                off
+            } else {
+                -off
+            }
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86400 + hour * 3600 + minute * 60 + second - offset;
-    Some(secs as f64 + frac)
+    Some(Timestamp { year, month, day, hour, minute, second, nanosecond, offset_seconds })
+}
+
+/// UNIX time in seconds (with fraction) of an RFC 3339 timestamp, or None.
+pub fn parse_unix_seconds(s: &str) -> Option<f64> {
+    let t = parse(s)?;
+    Some(t.unix_seconds() as f64 + t.nanosecond as f64 / 1e9)
 }
 
 fn is_leap(y: i64) -> bool {
@@ -100,5 +153,31 @@ mod tests {
         assert_eq!(parse_unix_seconds("2025-01-01T00:00:00"), None);
         assert_eq!(parse_unix_seconds("2025-01-01T00:00:00.Z"), None);
         assert_eq!(parse_unix_seconds(""), None);
+    }
+
+    #[test]
+    fn the_edges_python_and_rust_disagreed_on() {
+        assert_eq!(parse("2025-01-01T00:00:00+01:75"), None); // minutes of the offset
+        assert_eq!(parse("0000-01-01T00:00:00Z"), None); // year 0
+        assert_eq!(parse("2016-12-31T23:59:60Z"), None); // leap second
+        assert_eq!(parse("9999-12-31T23:59:59.999999999-23:59").map(|t| t.nanosecond), Some(999_999_999));
+        assert_eq!(parse("0001-01-01T00:00:00+23:59").map(|t| t.unix_seconds()), Some(-62135596800 - 86340));
+    }
+
+    #[test]
+    fn fractions_are_exact_and_truncated_after_nine_digits() {
+        let t = parse("2025-01-01T00:00:00.999999999999999999Z").unwrap();
+        assert_eq!((t.second, t.nanosecond), (0, 999_999_999));
+        assert_eq!(parse("2025-01-01T00:00:00.1Z").unwrap().nanosecond, 100_000_000);
+        assert_eq!(parse("2025-01-01T00:00:00.000000001Z").unwrap().nanosecond, 1);
+        let long = format!("2025-01-01T00:00:00.{}Z", "7".repeat(100_000));
+        assert_eq!(parse(&long).unwrap().nanosecond, 777_777_777);
+    }
+
+    #[test]
+    fn non_ascii_never_panics() {
+        for s in ["2025-01-01T00:00:00é", "２０２５-01-01T00:00:00Z", "2025-01-01T00:00:00+01:0é", "2025-01-01T00:00:00.\u{0663}Z"] {
+            assert_eq!(parse(s), None, "{s}");
+        }
     }
 }

@@ -40,6 +40,7 @@ __all__ = [
     "keystream",
     "envelope",
     "parse_timestamp",
+    "parse_timestamp_fields",
     "drop_reasons",
     "SmsgCipher",
     "TokenBucket",
@@ -340,4 +341,16 @@ def drop_reasons() -> list[str]:
     """Every reason :meth:`FrameReceiver.receive` can return besides ``"ok"``."""
 
 def parse_timestamp(ts: str) -> float | None:
-    """UNIX seconds of an RFC 3339 ``ts`` (``Z`` or ``±hh:mm``, any fraction), or None."""
+    """UNIX seconds of an RFC 3339 ``ts`` (``Z`` or ``±hh:mm``, any fraction), or None.
+
+    The one parser of smsgnet (rules in ``rust/rfc3339.rs``): years 0001-9999,
+    seconds 00-59 (no leap second), offsets up to ±23:59, fraction digits past
+    the ninth ignored.
+    """
+
+def parse_timestamp_fields(ts: str) -> tuple[int, int, int, int, int, int, int, int] | None:
+    """The same parser, giving the fields as written, or None:
+    ``(year, month, day, hour, minute, second, nanosecond, utc_offset_seconds)``.
+
+    :func:`smsgnet.parse_timestamp` builds its datetime from these.
+    """

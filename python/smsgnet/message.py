@@ -12,7 +12,6 @@ import base64
 import binascii
 import os
 import datetime as _dt
-import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from smsgnet import _core
 from smsgnet.exceptions import InvalidMessageError, SealError
 from smsgnet.payloads import (
     DisconnectPayload,
@@ -129,33 +129,20 @@ def _second_prefix(secs: int) -> str:
     return cache[1]
 
 
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))",
-    re.ASCII,
-)
-
-
 def parse_timestamp(ts: str) -> _dt.datetime:
     """Parse an RFC 3339 ``ts`` (any number of fractional digits) into an aware datetime.
 
-    Precision beyond microseconds is truncated. Raises :class:`ValueError`.
+    The same parser as the native receive step (``_core.parse_timestamp_fields``,
+    rules in ``rust/rfc3339.rs``): both accept exactly the same texts. Years
+    0001-9999, no leap second, offsets up to ±23:59. Precision beyond
+    microseconds is truncated. Raises :class:`ValueError`.
     """
-    m = _RFC3339.fullmatch(ts) if isinstance(ts, str) else None
-    if m is None:
+    fields = _core.parse_timestamp_fields(ts) if isinstance(ts, str) else None
+    if fields is None:
         raise ValueError(f"not an RFC 3339 timestamp: {ts!r}")
-    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    micro = int((m.group(7) or "0")[:6].ljust(6, "0"))
-    if m.group(8):
-        tz = _dt.timezone.utc
-    else:
-        offset = _dt.timedelta(hours=int(m.group(10)), minutes=int(m.group(11)))
-        tz = _dt.timezone(offset if m.group(9) == "+" else -offset)
-    leap = second == 60
-    try:
-        out = _dt.datetime(year, month, day, hour, minute, 59 if leap else second, micro, tz)
-    except ValueError as e:
-        raise ValueError(f"not an RFC 3339 timestamp: {ts!r} ({e})") from None
-    return out + _dt.timedelta(seconds=1) if leap else out
+    year, month, day, hour, minute, second, nanosecond, offset = fields
+    tz = _dt.timezone.utc if offset == 0 else _dt.timezone(_dt.timedelta(seconds=offset))
+    return _dt.datetime(year, month, day, hour, minute, second, nanosecond // 1000, tz)
 
 
 def b64encode(data: bytes) -> str:

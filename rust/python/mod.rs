@@ -131,6 +131,15 @@ fn parse_timestamp(ts: &str) -> Option<f64> {
     rfc3339::parse_unix_seconds(ts)
 }
 
+type TimestampFields = (i64, i64, i64, i64, i64, i64, i64, i64);
+
+/// The fields of an RFC 3339 `ts` as written, or None when it does not parse:
+/// (year, month, day, hour, minute, second, nanosecond, utc_offset_seconds).
+#[pyfunction]
+fn parse_timestamp_fields(ts: &str) -> Option<TimestampFields> {
+    rfc3339::parse(ts).map(|t| (t.year, t.month, t.day, t.hour, t.minute, t.second, t.nanosecond, t.offset_seconds))
+}
+
 /// Seals and opens SMSG frames for one pair of nodes.
 #[pyclass(module = "smsgnet._core", frozen)]
 struct SmsgCipher {
@@ -504,6 +513,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(keystream, m)?)?;
     m.add_function(wrap_pyfunction!(envelope, m)?)?;
     m.add_function(wrap_pyfunction!(parse_timestamp, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_timestamp_fields, m)?)?;
     m.add_function(wrap_pyfunction!(drop_reasons, m)?)?;
     m.add_class::<SmsgCipher>()?;
     m.add_class::<TokenBucket>()?;
