@@ -165,7 +165,8 @@ class Initiator:
         except InvalidKeyError as e:
             raise PeerAuthenticationError(f"responder identity: {e}") from None
         if self.expected_public_key is not None and public != self.expected_public_key:
-            raise PeerAuthenticationError("responder presented a different public key than expected")
+            raise PeerAuthenticationError(f"responder presented a different public key: {b64encode(public)}, "
+                                          f"expected {b64encode(self.expected_public_key)}")
         if self.expected_id and identity.id != self.expected_id:
             raise PeerAuthenticationError(f"responder is {identity.id}, expected {self.expected_id}")
         try:

@@ -403,8 +403,11 @@ def test_a_peers_huge_refusal_reason_reaches_the_initiator_capped_and_on_one_lin
 def test_initiator_expecting_another_key_refuses_the_responder(alice, bob, carol):
     i = Initiator(alice, expected_public_key=carol.public_key)
     ack, _ = Responder(bob, PeerRegistry()).receive_hello(i.hello())
-    with pytest.raises(PeerAuthenticationError):
+    with pytest.raises(PeerAuthenticationError) as e:
         i.receive_ack(ack)
+    # the error names the key presented and the key expected, in that order
+    presented, expected = bob.identity.public_key, carol.identity.public_key
+    assert str(e.value) == f"responder presented a different public key: {presented}, expected {expected}"
 
 
 def test_initiator_expecting_another_id_refuses_the_responder(alice, bob, carol):
