@@ -98,6 +98,27 @@ def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
             return proc.stdout.readline()
 
 
+def read_lines(proc: subprocess.Popen[str], n: int, timeout: float) -> list[str]:
+    """The next ``n`` stdout lines of ``proc`` (after those read with :func:`read_line`),
+    or a test failure after ``timeout``. Reads the pipe itself: lines that arrive
+    together would otherwise sit in the file object's buffer, out of select()'s sight."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout
+    while data.count(b"\n") < n:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"not {n} output lines in time: {data!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"stdout closed after {data!r}")
+            data += chunk
+    return data.decode().splitlines()[:n]
+
+
 @pytest.fixture
 def serve(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[Any]:
     """Start ``smsgnet serve --listen 127.0.0.1:0 --state <tmp>`` plus extra args;

@@ -183,5 +183,6 @@ def test_relative_links_resolve(path):
 
 
 def test_the_docs_set_is_complete():
-    for name in ("quickstart.md", "api.md", "protocol.md", "configuration.md", "security.md", "cli.md"):
+    for name in ("quickstart.md", "api.md", "protocol.md", "configuration.md", "security.md", "cli.md",
+                 "operations.md"):
         assert (DOCS / name).is_file(), name

@@ -18,6 +18,7 @@ to show what an SMSG frame looks like on the wire.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from smsgnet.cli import arguments, client, demo, keygen, serve
@@ -54,18 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``smsgnet`` command; returns the exit code (for ``sys.exit``)."""
+    """Run the ``smsgnet`` command; returns the exit code (for ``sys.exit``).
+
+    Errors are one line on stderr, or with ``--json`` one JSON object on stdout
+    (usage errors too, when ``--json`` is among the arguments).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as e:
-        return report_error(None, e, as_json=False)
+        command = next((a for a in argv if a in _commands(parser)), None)
+        return report_error(command, e, as_json="--json" in argv)
     except SystemExit as e:  # --help, --version
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     setup_logging(args.verbose)
     try:
         return int(args.func(args))
     except (CliError, SmsgnetError, KeyboardInterrupt) as e:
-        return report_error(args.command, e, as_json=False)
+        return report_error(args.command, e, as_json=args.json)
     except BrokenPipeError:
         return EXIT_FAILURE
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if a.dest == "command")
+    return dict(action.choices or {})

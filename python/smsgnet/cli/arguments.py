@@ -9,6 +9,7 @@ options; an option two commands share is a function here, not a copy.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -123,10 +124,31 @@ def rate_limit(text: str) -> tuple[int | None, float | None]:
 
 
 def json_value(text: str) -> Any:
+    """Inline JSON, ``@FILE`` (the JSON in that file) or ``-`` (the JSON on standard input)."""
+    if text == "-":
+        data, where = sys.stdin.buffer.read(), " on stdin"
+    elif text.startswith("@"):
+        path = text[1:]
+        if not path:
+            raise argparse.ArgumentTypeError("'@' needs a file name: @FILE")
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise argparse.ArgumentTypeError(f"cannot read {path}: {e.strerror or e}") from None
+        where = f" in {path}"
+    else:
+        data, where = text.encode("utf-8", "surrogateescape"), ""
     try:
-        return orjson.loads(text)
+        return orjson.loads(data)
     except orjson.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"invalid JSON: {e}") from None
+        raise argparse.ArgumentTypeError(f"invalid JSON{where}: {e}") from None
+
+
+def split_host_port(text: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` (checked by :func:`listen_address`) as ``(host or None, port)``; IPv6 brackets removed."""
+    host, _, port = text.rpartition(":")
+    return (host.strip("[]") or None), int(port)
 
 
 # -- the parser ------------------------------------------------------------------------------------

@@ -12,12 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 
 from smsgnet.config import TransportConfig
 from smsgnet.connection import PeerConnection
+from smsgnet.exceptions import RemoteError, RequestTimeout
 from smsgnet.identity import NodeManager
 from smsgnet.message import Message
 from smsgnet.transport import Transport, build_url
@@ -49,8 +49,9 @@ def add_parsers(sub: arguments.SubParsers) -> None:
                     "else the message sent.")
     arguments.add_client_options(p)
     p.add_argument("--type", "-t", required=True, help="message type, e.g. get_stats")
-    p.add_argument("--payload", "-p", metavar="JSON", type=arguments.json_value, default=None,
-                   help="payload as JSON (default: null)")
+    p.add_argument("--payload", "-p", metavar="JSON|@FILE|-", type=arguments.json_value, default=None,
+                   help="payload: inline JSON, @FILE for the JSON in FILE, or - for the JSON on stdin "
+                        "(default: null)")
     p.add_argument("--wait-reply", metavar="SECONDS", type=arguments.positive_float,
                    help="wait this long for the reply and print it")
 
@@ -152,8 +153,10 @@ async def _ping(args: argparse.Namespace, node: NodeManager) -> int:
                 say(f"pong from {conn.peer_id}: seq={seq} time={rtt:.3f} ms")
     got = [r for r in rtts if r is not None]
     low, avg, high = (min(got), sum(got) / len(got), max(got)) if got else (None, None, None)
+    lost = len(rtts) - len(got)
+    failure = f"{lost} of {len(rtts)} pings got no pong within {args.timeout:g} s" if lost else None
     if args.json:
-        say_json({
+        summary = {
             "peerId": conn.peer_id,
             "peerName": conn.identity.name,
             "publicKey": conn.identity.public_key,
@@ -164,15 +167,17 @@ async def _ping(args: argparse.Namespace, node: NodeManager) -> int:
             "minMs": _round(low),
             "avgMs": _round(avg),
             "maxMs": _round(high),
-        })
+        }
+        if failure:  # one object: the summary inside the error
+            raise CliError(failure, kind="PingLost", details=summary)
+        say_json(summary)
     else:
-        line = f"{len(rtts)} pings, {len(got)} pongs, {len(rtts) - len(got)} lost"
+        line = f"{len(rtts)} pings, {len(got)} pongs, {lost} lost"
         if got:
             line += f"; rtt min/avg/max = {low:.3f}/{avg:.3f}/{high:.3f} ms"
         say(line)
-    if len(got) < len(rtts):
-        raise CliError(f"{len(rtts) - len(got)} of {len(rtts)} pings got no pong within {args.timeout:g} s",
-                       kind="PingLost")
+        if failure:
+            raise CliError(failure, kind="PingLost")
     return EXIT_OK
 
 
@@ -183,6 +188,18 @@ def _round(value: float | None) -> float | None:
 # -- send ---------------------------------------------------------------------------------------------------
 
 
+async def _confirm_read(conn: PeerConnection, node: NodeManager, timeout: float) -> None:
+    """Wait until the peer has read everything sent so far: a node reads a
+    connection's frames in order, so its pong to a ping sent now comes after.
+    Closing at once could lose the message: a node whose write to a closed
+    socket fails drops what it read but had not handled yet."""
+    try:
+        await conn.request(Message.ping(node.node_id, conn.peer_id), timeout=timeout)
+    except RequestTimeout:
+        raise CliError(f"message sent, but the peer did not confirm reading it within {timeout:g} s",
+                       kind="RequestTimeout") from None
+
+
 def run_send(args: argparse.Namespace) -> int:
     """Send one message, optionally wait for its reply."""
     return asyncio.run(_send(args, client_node(args, "smsgnet-send")))
@@ -190,25 +207,22 @@ def run_send(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace, node: NodeManager) -> int:
     reply: Message | None = None
-    async with client_session(args, node, control=False) as (_url, conn, replies):
+    async with client_session(args, node, control=False) as (_url, conn, _replies):
         msg = Message.new(args.type, node.node_id, conn.peer_id, args.payload)
-        fut = replies.expect(msg.id) if args.wait_reply else None
-        await conn.send(msg)
-        log.info("sent %s %s to %s", msg.type, msg.id, conn.peer_id)
-        if fut is not None:
+        if args.wait_reply:
             try:
-                reply = await asyncio.wait_for(fut, args.wait_reply)
-            except TimeoutError:
+                reply = await conn.request(msg, timeout=args.wait_reply)
+            except RequestTimeout:
                 raise CliError(f"no reply within {args.wait_reply:g} s", kind="RequestTimeout") from None
+            except RemoteError as e:
+                raise CliError(str(e), kind="RemoteError",
+                               details={"code": e.code, "message": e.message, "details": e.details}) from None
+        else:
+            await conn.send(msg)
+            await _confirm_read(conn, node, args.timeout)
+        log.info("sent %s %s to %s", msg.type, msg.id, conn.peer_id)
     if reply is None:
         say(msg.to_json().decode() if args.json else msg.id)
-        return EXIT_OK
-    if args.json:
-        say(reply.to_json().decode())
     else:
-        say(orjson.dumps(reply.payload).decode())
-    if reply.type == "error":
-        p: dict[str, Any] = reply.payload if isinstance(reply.payload, dict) else {}
-        raise CliError(f"peer answered with error {p.get('code', '?')}: {p.get('message', '')}".rstrip(": "),
-                       kind="RemoteError")
+        say(reply.to_json().decode() if args.json else orjson.dumps(reply.payload).decode())
     return EXIT_OK

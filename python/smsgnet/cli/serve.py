@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import sys
 
+from smsgnet import metrics
 from smsgnet.config import TransportConfig
 from smsgnet.connection import PeerConnection
 from smsgnet.exceptions import RegistryError, SmsgnetError
@@ -19,7 +21,7 @@ from smsgnet.transport import Transport
 
 from smsgnet.cli import arguments
 from smsgnet.cli.arguments import DEFAULTS
-from smsgnet.cli.output import EXIT_OK, EXIT_USAGE, CliError, say_json
+from smsgnet.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, say_json
 from smsgnet.cli.state import default_state_dir, load_identity
 
 log = logging.getLogger("smsgnet.cli")
@@ -29,8 +31,9 @@ def add_parser(sub: arguments.SubParsers) -> None:
     p = arguments.add_command(
         sub, "serve", run=run, help="run a node until Ctrl-C or SIGTERM",
         description="Run a node. Prints one JSON line {id, publicKey, listen, url} on stdout when "
-                    "listening, then runs until SIGINT/SIGTERM, when it disconnects every peer "
-                    "(code 1004) and exits 0. The default --listen :9091 listens on EVERY interface.")
+                    "listening (with --json, then one line per message received), runs until "
+                    "SIGINT/SIGTERM, when it disconnects every peer (code 1004), and exits 0. "
+                    "The default --listen :9091 listens on EVERY interface.")
     p.add_argument("--listen", metavar="HOST:PORT", type=arguments.listen_address, default=":9091",
                    help="address to listen on; ':9091' (the default) is every interface, port 0 picks a free port")
     p.add_argument("--path", type=arguments.ws_path, default="/ws", help="WebSocket path (default: /ws)")
@@ -54,6 +57,11 @@ def add_parser(sub: arguments.SubParsers) -> None:
                         f"{DEFAULTS.rate_limit_per_sec:g})")
     p.add_argument("--echo", action="store_true",
                    help="answer every application message with type 'echo', same payload, replyTo = its id")
+    p.add_argument("--metrics", metavar="HOST:PORT", type=arguments.listen_address,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (needs smsgnet[metrics]; "
+                        "port 0 picks a free port)")
+    arguments.add_json(p, "after the startup line, print one JSON line {type, from, size, id} per "
+                          "message received; errors as JSON")
 
 
 def _check_tls(cert: str, key: str) -> None:
@@ -102,24 +110,39 @@ def _registry(args: argparse.Namespace) -> PeerRegistry:
 
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
+    if args.metrics:
+        try:
+            metrics.require_prometheus()
+        except ImportError as e:
+            raise CliError(str(e), kind="MissingDependency") from None
     node = load_identity(args.state or default_state_dir(), args.name, args.role)
     registry = _registry(args)
-    return asyncio.run(_serve(node, registry, config, echo=args.echo))
+    return asyncio.run(_serve(node, registry, config, args))
 
 
-async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportConfig, *, echo: bool) -> int:
+async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportConfig,
+                 args: argparse.Namespace) -> int:
     transport = Transport(node, registry, config)
+    stop = asyncio.Event()
+    failed = False
 
     async def handle(conn: PeerConnection, msg: Message) -> None:
+        nonlocal failed
         log.info("%s from %s (%s)", msg.type, conn.peer_id, conn.identity.name or "unnamed")
-        if echo and msg.type not in CONTROL_TYPES:
+        if args.json and not failed:
+            try:
+                say_json({"type": msg.type, "from": msg.from_, "size": len(msg.to_json()), "id": msg.id})
+            except BrokenPipeError:  # nobody reads stdout any more: stop, as a pipeline would
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                failed = True
+                stop.set()
+        if args.echo and msg.type not in CONTROL_TYPES:
             try:
                 await conn.send(msg.reply("echo", msg.payload, from_=node.node_id))
             except SmsgnetError as e:
                 log.info("echo to %s failed: %s", conn.peer_id, e)
 
     transport.on_message(handle)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -128,22 +151,38 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
             installed.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
             pass
+    exporter: metrics.MetricsServer | None = None
     try:
         await transport.start()
         host = (config.listen_addr or "").rpartition(":")[0]
-        say_json({
+        started = {
             "id": node.node_id,
             "publicKey": node.identity.public_key,
             "listen": f"{host}:{transport.port}",
             "url": transport.url,
-        })
+        }
+        if args.metrics:
+            exporter = await _serve_metrics(transport, args.metrics)
+            started["metrics"] = exporter.url
+        say_json(started)
         where = "every interface" if host in ("", "0.0.0.0", "[::]") else host
+        also = f"; metrics at {exporter.url}" if exporter is not None else ""
         print(f"smsgnet serve: node {node.node_id} listening on {where}, port {transport.port} "
-              f"({transport.url}, auth {registry.auth_mode}); Ctrl-C to stop", file=sys.stderr, flush=True)
+              f"({transport.url}, auth {registry.auth_mode}){also}; Ctrl-C to stop", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping: disconnecting %d peer(s)", transport.connected_peers)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        if exporter is not None:
+            await exporter.close()
         await transport.stop()
-    return EXIT_OK
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+async def _serve_metrics(transport: Transport, address: str) -> metrics.MetricsServer:
+    host, port = arguments.split_host_port(address)
+    try:
+        return await metrics.serve_metrics(transport, host, port)
+    except OSError as e:
+        raise CliError(f"cannot serve metrics on {address}: {e.strerror or e}", kind="MetricsError") from None
