@@ -79,6 +79,10 @@ class Server:
     def wait(self, timeout: float = RUN_TIMEOUT) -> int:
         return self.proc.wait(timeout)
 
+    def lines(self, n: int, timeout: float = RUN_TIMEOUT) -> list[str]:
+        """The next ``n`` lines on stdout after the startup line."""
+        return read_lines(self.proc, n, timeout)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -8,7 +8,6 @@ import socket
 import subprocess
 
 import pytest
-from conftest import RUN_TIMEOUT, read_lines
 
 from smsgnet import NodeManager
 from smsgnet.cli.output import CliError, report_error
@@ -100,7 +99,7 @@ def test_serve_errors_under_json(cli, tmp_path):
         s.listen()
         port = s.getsockname()[1]
         r = cli("serve", "--listen", f"127.0.0.1:{port}", "--state", str(tmp_path / "s"), "--json")
-        err = one_error(r, 1, r.stdout and json.loads(r.stdout)["type"], "serve")
+        err = one_error(r, 1, "TransportError", "serve")
         assert err["error"].startswith(f"cannot listen on 127.0.0.1:{port}")
         # the metrics port taken: the same kind of failure, before the startup line
         r = cli("serve", "--listen", "127.0.0.1:0", "--state", str(tmp_path / "s"), "--json",
@@ -128,7 +127,7 @@ def test_a_failure_with_a_result_is_still_one_object(capsys):
 
 
 def message_lines(server, n: int) -> list[dict]:
-    return [json.loads(line) for line in read_lines(server.proc, n, RUN_TIMEOUT)]
+    return [json.loads(line) for line in server.lines(n)]
 
 
 def test_serve_json_prints_one_line_per_message(serve, cli, tmp_path):
@@ -162,5 +161,5 @@ def test_serve_json_stops_when_nobody_reads_stdout(serve, cli):
     server.proc.stdout.close()  # like `smsgnet serve --json | head -1` once head has its line
     r = cli("send", server.addr, "--type", "probe")
     assert r.returncode == 0, r.stderr  # the message was read; printing it failed
-    assert server.wait(RUN_TIMEOUT) == 1
+    assert server.wait() == 1
     assert "Traceback" not in server.stderr and "BrokenPipe" not in server.stderr
