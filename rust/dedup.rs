@@ -69,6 +69,11 @@
 //! peer's frame dated *ahead of* the moment it was forgotten (its clock ran
 //! ahead, at most max_future) could be replayed once.
 //!
+//! **The clock.** `now` must not step back far: a step back of Δ re-admits,
+//! for Δ, what was forgotten because it had expired (every time-window replay
+//! check has this limit; the fuzz target `fuzz_receive_step` checks the
+//! replay guarantee only while the clock is at its highest).
+//!
 //! **The floor.** `floor` (−∞ by default) refuses every frame whose `ts` is
 //! earlier than it, from anyone. It is set after an unclean restart, when the
 //! table could not be restored (see python/smsgnet/replay.py).

@@ -18,6 +18,8 @@ pub mod smsg;
 #[cfg(test)]
 mod bench_dedup;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod bench_smsg;
 
 #[cfg(feature = "python")]

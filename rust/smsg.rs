@@ -845,7 +845,7 @@ impl<'a> JsonScan<'a> {
 /// see differently: escapes in the top-level keys or in the six fields,
 /// repeated fields, unusual nesting depth, and everything invalid. Whatever
 /// this returns as Some, serde_json returns for the same bytes.
-fn fast_message_head(body: &[u8]) -> Option<MessageHead<'_>> {
+pub(crate) fn fast_message_head(body: &[u8]) -> Option<MessageHead<'_>> {
     let mut p = JsonScan { s: body, i: 0 };
     let mut head = MessageHead::default();
     let mut seen = 0u8;
@@ -1060,6 +1060,24 @@ impl Cipher {
             .map_err(|_| CoreError::InvalidInput("message too large to seal"))?;
         frame.extend_from_slice(&tag);
         Ok(frame)
+    }
+
+    /// A frame around any plaintext, envelope or not (fuzz and tests only: it
+    /// reaches the parsers behind the AEAD with bytes `seal` never writes).
+    #[cfg(test)]
+    pub(crate) fn seal_plaintext(&self, plain: &[u8], nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+        let mut frame = Vec::with_capacity(PREFIX_LEN + HEADER.len() + NONCE_LEN + plain.len() + TAG_LEN);
+        frame.extend_from_slice(MAGIC);
+        frame.push(CONTAINER_VERSION);
+        frame.extend_from_slice(&(HEADER.len() as u32).to_be_bytes());
+        frame.extend_from_slice(HEADER);
+        frame.extend_from_slice(nonce);
+        let start = frame.len();
+        frame.extend_from_slice(plain);
+        xor_keystream(nonce, &mut frame[start..]);
+        let tag = self.aead.seal_in_place(nonce, &mut frame[start..]).expect("fuzz plaintexts are small");
+        frame.extend_from_slice(&tag);
+        frame
     }
 
     /// Open a frame and return the envelope's body (the transport Message JSON).
