@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
@@ -41,7 +42,7 @@ class TransportConfig:
     #: peer ID and per remote host. At a limit the oldest pending one is closed.
     max_pending: int | None = None
     max_pending_per_peer: int = 4
-    max_pending_per_address: int = 16
+    max_pending_per_address: int = 64
     #: An inbound connection must prove its key within this time (None:
     #: ``ping_interval + pong_timeout``, since a Go initiator may first speak
     #: with its keepalive ping).
@@ -83,8 +84,21 @@ class TransportConfig:
     dedup_sweep_interval: float = 60.0
     #: At most this many IDs are remembered (oldest evicted first, see docs).
     dedup_max_entries: int = 200_000
+    #: At most this many IDs per peer in the replay table (None: ``dedup_max_entries``),
+    #: and at most this many peers (None: ``dedup_max_entries``). See rust/dedup.rs.
+    dedup_max_entries_per_peer: int | None = None
+    dedup_max_peers: int | None = None
     #: Frames whose ``ts`` is further than this in the future are dropped.
     max_clock_skew: float = 60.0
+    #: Directory for the replay state (replay.state, replay.marker, replay.lock),
+    #: so that no frame is accepted twice across a restart. None: nothing is
+    #: saved and every start refuses frames dated before it (see below).
+    state_dir: str | None = None
+    #: After an unclean exit (or without saved state), frames dated more than
+    #: this before the start are refused; peers whose clocks lag less lose nothing.
+    replay_skew_allowance: float = 60.0
+    #: Save the replay table this often while running (None: only at stop).
+    replay_checkpoint_interval: float | None = 60.0
     #: Drop frames whose ``from`` is neither empty nor the connected peer's ID.
     #: Off by default: a relayed broadcast keeps its originator in ``from``.
     strict_sender: bool = False
@@ -139,6 +153,14 @@ class TransportConfig:
         if self.rate_limit_burst is not None:
             integer("rate_limit_burst", 1)
         integer("dedup_max_entries", 1)
+        for name in ("dedup_max_entries_per_peer", "dedup_max_peers"):
+            if getattr(self, name) is not None:
+                integer(name, 1)
+        if self.state_dir is not None and not isinstance(self.state_dir, (str, os.PathLike)):
+            raise ConfigError(f"state_dir must be a directory path or None, got {self.state_dir!r}")
+        positive("replay_skew_allowance", allow_zero=True)
+        if self.replay_checkpoint_interval is not None:
+            positive("replay_checkpoint_interval")
         integer("max_send_queue_bytes", 1)
         if self.max_send_queue_bytes < self.max_message_size:
             raise ConfigError(f"max_send_queue_bytes must be >= max_message_size ({self.max_message_size}), "

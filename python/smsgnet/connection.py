@@ -89,6 +89,10 @@ _WS_CLOSE_CODE = {
 #: How long the best-effort disconnect message may take before we close anyway.
 DISCONNECT_SEND_TIMEOUT = 1.0
 
+#: How long the WebSocket close may take before the socket is aborted
+#: (websockets' own close timeout is 2 s; a full send buffer can block longer).
+CLOSE_TIMEOUT = 3.0
+
 #: WebSocket close reason of a connection closed because the pair already has a link.
 DUPLICATE_REASON = "duplicate connection"
 
@@ -422,9 +426,17 @@ class PeerConnection:
                         await self._send_frame(frame, allow_closing=True)
                 except Exception:  # best effort
                     pass
+            ws_code = _WS_CLOSE_CODE.get(DisconnectCode(code), 1000) if code in set(DisconnectCode) else 1000
             try:
-                ws_code = _WS_CLOSE_CODE.get(DisconnectCode(code), 1000) if code in set(DisconnectCode) else 1000
-                await self._ws.close(ws_code, reason.encode()[:120].decode("utf-8", "ignore"))
+                if reason == "write timeout":
+                    raise TimeoutError  # the socket cannot take even a close frame
+                # bounded: a peer that stopped reading cannot hold the close (or stop()) forever
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await self._ws.close(ws_code, reason.encode()[:120].decode("utf-8", "ignore"))
+            except TimeoutError:
+                transport = self._ws.transport
+                if transport is not None:
+                    transport.abort()
             except Exception:
                 pass
         finally:

@@ -32,7 +32,8 @@
     │   └── ConnectionClosedError         the connection closed (``.code``, ``.reason``)
     ├── RequestTimeout (TimeoutError)     request(): no reply in time
     ├── RemoteError                       request(): the peer answered with an ``error`` message
-    └── RegistryError                     the peer registry refused a change
+    ├── RegistryError                     the peer registry refused a change
+    └── ReplayStateError (ValueError)     the saved replay state is unusable, or its directory is in use
 
 "Authentication failed" errors deliberately say nothing about where the
 frame went wrong.
@@ -72,6 +73,7 @@ __all__ = [
     "RemoteError",
     "ConnectionClosedError",
     "RegistryError",
+    "ReplayStateError",
 ]
 
 
@@ -222,3 +224,8 @@ class ConnectionClosedError(TransportError):
 
 class RegistryError(SmsgnetError):
     """The peer registry refused a change, or its file could not be used."""
+
+
+class ReplayStateError(SmsgnetError, ValueError):
+    """The saved replay state is unusable (truncated, corrupt, too large, another
+    version), or the state directory is in use by another running node."""

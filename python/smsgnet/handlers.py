@@ -153,6 +153,7 @@ class HandlerRunner:
     def deliver(self, conn: PeerConnection, msg: Message) -> Awaitable[None] | None:
         """Call the message handler; an awaitable when it must be awaited
         (before the next frame of the same connection is read)."""
+        handler: MessageHandler | None
         if self.by_type and msg.type in self.by_type:
             handler, is_async = self.by_type[msg.type]
         else:

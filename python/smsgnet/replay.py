@@ -91,7 +91,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from smsgnet import _core
-from smsgnet.exceptions import SmsgnetError
+from smsgnet.exceptions import ReplayStateError
 
 __all__ = [
     "ReplayGuard",
@@ -114,11 +114,6 @@ LOCK_FILE = "replay.lock"
 
 #: How the last run ended, as far as :meth:`ReplayGuard.start` could tell.
 StartKind = Literal["clean", "unclean", "corrupt", "fresh", "memory"]
-
-
-class ReplayStateError(SmsgnetError, ValueError):
-    """The saved replay state is unusable (truncated, corrupt, too large, another
-    version), or the state directory is in use by another running node."""
 
 
 def max_state_bytes(max_entries: int, per_peer: int | None = None, max_peers: int | None = None) -> int:

@@ -71,13 +71,15 @@ DROP_REASONS: tuple[str, ...] = (*_core.drop_reasons(), "unexpected_text")
 
 
 def make_deduplicator(config: TransportConfig) -> _core.Deduplicator:
-    """The transport-wide duplicate table.
+    """A replay table for a config (the transport gets its own from
+    :class:`~smsgnet.replay.ReplayGuard`, which also restores it across restarts).
 
     IDs are remembered for ``dedup_ttl + max_clock_skew``: a frame is accepted
     while its ``ts`` lies in ``[now - dedup_ttl, now + max_clock_skew]``, so its
     ID must outlive that window for a replay to be caught.
     """
-    return _core.Deduplicator(config.dedup_ttl + config.max_clock_skew, config.dedup_max_entries)
+    return _core.Deduplicator(config.dedup_ttl + config.max_clock_skew, config.dedup_max_entries,
+                              per_peer=config.dedup_max_entries_per_peer, max_peers=config.dedup_max_peers)
 
 
 # -- events (what a received frame turned into) ---------------------------------
@@ -194,6 +196,8 @@ class Session:
             max_age=config.dedup_ttl,
             max_future=config.max_clock_skew,
             peer_id=peer_id if config.strict_sender else None,
+            sender=peer_id,  # the replay table's partition: one per authenticated peer
+            local_id=local_id or None,
         )
         self.dedup = dedup
         self.drops: Counter[str] = Counter()

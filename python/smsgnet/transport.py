@@ -36,7 +36,9 @@ from smsgnet.exceptions import (
     InvalidKeyError,
     NotConnectedError,
     PeerAuthenticationError,
+    ConfigError,
     RegistryError,
+    ReplayStateError,
     SmsgnetError,
     TransportError,
     TransportStopped,
@@ -47,6 +49,7 @@ from smsgnet.identity import NodeManager
 from smsgnet.logsafe import WarningLimiter, clip
 from smsgnet.message import DisconnectCode, Message, b64decode, b64encode
 from smsgnet.registry import Peer, PeerRegistry
+from smsgnet.replay import ReplayGuard
 from smsgnet.session import FrameDropped, Session, make_deduplicator
 from smsgnet.table import Adoption, ConnectionTable, Outcome
 
@@ -89,6 +92,10 @@ class TransportStats:
     drops: dict[str, int] = field(default_factory=dict)
     dedup_entries: int = 0
     dedup_evicted: int = 0
+    #: How the replay state was found at start: "clean", "unclean", "corrupt",
+    #: "fresh" or "memory" (no state_dir); frames dated before ``replay_floor`` are refused.
+    replay_start: str = ""
+    replay_floor: float | None = None
 
 
 def _parse_key(key: str | bytes | None) -> bytes | None:
@@ -133,6 +140,8 @@ class Transport:
         self.node = node
         self.registry = registry if registry is not None else PeerRegistry()
         self.config = cfg = config if config is not None else TransportConfig()
+        #: The replay table and its state across restarts; the table is made at start().
+        self._replay = ReplayGuard.from_config(cfg)
         self._dedup = make_deduplicator(cfg)
         self._table: ConnectionTable[PeerConnection] = ConnectionTable(
             node.node_id,
@@ -257,16 +266,27 @@ class Transport:
         if self._started:
             raise TransportError("transport already started")
         self._started = True
+        try:
+            self._dedup = self._replay.start()
+        except ReplayStateError as e:
+            self._started = False
+            raise TransportError(f"state_dir: {e}") from None
+        except OSError as e:
+            self._started = False
+            raise ConfigError(f"state_dir: cannot use {self.config.state_dir}: {e.strerror or e}") from None
         if self.config.listens:
             try:
                 await self._acceptor.listen()
             except BaseException:
                 self._started = False
+                self._replay.stop()
                 raise
             log.info("listening on %s (node %s)", self.url, self.node.node_id)
         else:
             log.info("client-only node %s started (listening on nothing)", self.node.node_id)
         self.spawn(self._sweep_dedup())
+        if self.config.state_dir is not None and self.config.replay_checkpoint_interval is not None:
+            self.spawn(self._checkpoint_replay(self.config.replay_checkpoint_interval))
 
     async def stop(self) -> None:
         """Disconnect every peer (code 1004, concurrently), stop listening, and
@@ -293,6 +313,12 @@ class Transport:
             pending = [t for t in self._tasks if t is not current]
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+            # no frame can arrive any more: save the replay table (off the event loop)
+            try:
+                data = self._replay.snapshot()
+                await asyncio.get_running_loop().run_in_executor(None, self._replay.stop, data)
+            except (OSError, RuntimeError) as e:
+                log.warning("replay state not saved (the next start refuses older frames): %s", clip(e, 300))
             try:
                 await self.registry.flush()  # last-seen times of this run, off the event loop
             except RegistryError as e:
@@ -397,6 +423,8 @@ class Transport:
             drops=dict(drops),
             dedup_entries=len(self._dedup),
             dedup_evicted=self._dedup.evicted,
+            replay_start=self._replay.start_kind or "",
+            replay_floor=self._dedup.floor,
         )
 
     # -- sending --------------------------------------------------------------------
@@ -711,6 +739,15 @@ class Transport:
             self._stats.reconnects += 1
             log.info("reconnected to %s at %s", peer_id, kept.address)
             return
+
+    async def _checkpoint_replay(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await loop.run_in_executor(None, self._replay.write_checkpoint, self._replay.snapshot())
+            except OSError as e:
+                self.warnings.warn(log, "replay-checkpoint", "replay checkpoint not written: %s", clip(e, 300))
 
     async def _sweep_dedup(self) -> None:
         while True:

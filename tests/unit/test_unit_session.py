@@ -133,8 +133,9 @@ def test_a_reflected_frame_is_dropped_as_a_duplicate():
     assert alice.messages_in == 0
 
 
-def test_the_dedup_table_is_shared_between_sessions():
-    # a broadcast relayed by two peers reaches the handler once
+def test_the_same_id_from_two_peers_is_delivered_from_both():
+    # issue 8: one replay table per node, partitioned by sender; with "first one
+    # wins" a peer could suppress another's broadcast by sending its ID first
     config = NO_LIMIT
     dedup = make_deduplicator(config)
     from_bob = Session(BOB.node_id, SECRET, dedup, config)
@@ -144,6 +145,8 @@ def test_the_dedup_table_is_shared_between_sessions():
     now = time.time()
     msg = message(now, from_=BOB.node_id)
     assert recv(from_bob, _core.SmsgCipher(SECRET).seal(msg.to_json()), now) is not None
+    assert recv(from_other, _core.SmsgCipher(other_secret).seal(msg.to_json()), now) is not None
+    # ...while each sender's own replay is still refused
     assert recv(from_other, _core.SmsgCipher(other_secret).seal(msg.to_json()), now) is None
     assert from_other.drops == Counter({"duplicate": 1})
 
