@@ -1,6 +1,7 @@
 """Request/response over smsgnet: a worker answers ``get_stats`` with ``stats``;
-a controller sends the request and waits for the reply matched on ``replyTo``,
-with a timeout.
+a controller calls ``conn.request()``, which sends the request and returns the
+reply matched on ``replyTo`` (an ``error`` reply raises ``RemoteError``, no
+reply in time ``RequestTimeout``).
 
     python examples/request_response.py                        # both sides, one process
     python examples/request_response.py worker --listen 127.0.0.1:9200
@@ -17,7 +18,6 @@ import asyncio
 import signal
 import sys
 import time
-from typing import Any
 
 from smsgnet import (
     ErrorCode,
@@ -25,36 +25,12 @@ from smsgnet import (
     MessageType,
     NodeManager,
     PeerConnection,
+    RemoteError,
+    RequestTimeout,
     SmsgnetError,
     Transport,
     TransportConfig,
 )
-
-
-class Requester:
-    """Send a message and wait for the one whose ``replyTo`` is its id.
-
-    Install it as (or call it from) the transport's message handler.
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[str, asyncio.Future[Message]] = {}
-
-    def __call__(self, conn: PeerConnection, msg: Message) -> None:
-        fut = self._pending.pop(msg.reply_to, None)
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
-
-    async def request(self, conn: PeerConnection, type: str, payload: Any = None, timeout: float = 5.0) -> Message:
-        """Send ``type``/``payload`` to ``conn``'s peer; raise TimeoutError if no reply comes in time."""
-        msg = Message(type=type, payload=payload, to=conn.peer_id)
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[msg.id] = fut  # register before sending: the reply may be quick
-        try:
-            await conn.send(msg)  # the connection fills in "from"
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            self._pending.pop(msg.id, None)
 
 
 def make_worker(node: NodeManager, listen: str) -> Transport:
@@ -62,35 +38,34 @@ def make_worker(node: NodeManager, listen: str) -> Transport:
     transport = Transport(node, config=TransportConfig(listen_addr=listen))
     started = time.monotonic()
 
-    @transport.on_message
-    async def handle(conn: PeerConnection, msg: Message) -> None:
-        if msg.type == MessageType.GET_STATS:
-            stats = transport.stats()
-            reply = msg.reply(MessageType.STATS, {
-                "name": node.identity.name,
-                "uptimeSeconds": round(time.monotonic() - started, 3),
-                "peers": transport.connected_peers,
-                "messagesIn": stats.messages_in,
-            }, from_=node.node_id)
-        else:
-            reply = msg.error_reply(ErrorCode.NOT_FOUND, f"unknown request {msg.type!r}")
-            reply.from_ = node.node_id
-        await conn.send(reply)
+    @transport.on_message(MessageType.GET_STATS)
+    async def get_stats(conn: PeerConnection, msg: Message) -> None:
+        stats = transport.stats()
+        await conn.send(msg.reply(MessageType.STATS, {
+            "name": node.identity.name,
+            "uptimeSeconds": round(time.monotonic() - started, 3),
+            "peers": transport.connected_peers,
+            "messagesIn": stats.messages_in,
+        }))
+
+    @transport.on_message  # everything else
+    async def unknown(conn: PeerConnection, msg: Message) -> None:
+        await conn.send(msg.error_reply(ErrorCode.NOT_FOUND, f"unknown request {msg.type!r}"))
 
     return transport
 
 
 async def run_controller(node: NodeManager, address: str, expect_key: str | None, timeout: float) -> int:
-    requester = Requester()
-    transport = Transport(node, config=TransportConfig(listen_addr="127.0.0.1:0"))
-    transport.on_message(requester)
+    transport = Transport(node, config=TransportConfig(listen_addr=None))  # a client listens on nothing
     async with transport:
         conn = await transport.connect(address, expect_key=expect_key)
         print(f"controller: connected to {conn.identity.name or conn.peer_id} ({conn.identity.role})")
-        stats = await requester.request(conn, MessageType.GET_STATS, {}, timeout=timeout)
+        stats = await conn.request(Message(type=MessageType.GET_STATS, payload={}), timeout=timeout)
         print(f"controller: {stats.type} {stats.payload}")
-        answer = await requester.request(conn, MessageType.GET_LOGS, {"lines": 10}, timeout=timeout)
-        print(f"controller: {answer.type} {answer.payload}")
+        try:
+            await conn.request(Message(type=MessageType.GET_LOGS, payload={"lines": 10}), timeout=timeout)
+        except RemoteError as e:
+            print(f"controller: error {e.code}: {e.message}")
         await conn.graceful_close("done")
     return 0
 
@@ -132,7 +107,7 @@ def main() -> int:
             return asyncio.run(run_controller(NodeManager.generate("controller", "controller"),
                                               args.addr, args.expect_key, args.timeout))
         return asyncio.run(run_both(timeout=5.0))
-    except TimeoutError:
+    except RequestTimeout:
         print("controller: no reply in time", file=sys.stderr)
     except SmsgnetError as e:
         print(f"error: {e}", file=sys.stderr)

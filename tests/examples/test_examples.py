@@ -89,7 +89,7 @@ def test_request_response_in_one_process():
     lines = r.stdout.splitlines()
     assert lines[0] == "controller: connected to worker-1 (worker)"
     assert lines[1].startswith("controller: stats {'name': 'worker-1', 'uptimeSeconds': ")
-    assert lines[2] == "controller: error {'code': 1003, 'message': \"unknown request 'get_logs'\"}"
+    assert lines[2] == "controller: error 1003: unknown request 'get_logs'"
 
 
 def test_request_response_worker_and_controller_separately():
