@@ -8,9 +8,11 @@ Conventions of the module:
 * Keys and secrets are 32 raw ``bytes``; any other length raises
   :class:`InvalidKeyError` (a ``ValueError``); anything but ``bytes`` raises ``TypeError``.
 * ``now`` arguments are seconds on any clock that does not jump (``time.time()``
-  when omitted); a NaN or infinite ``now`` raises ``ValueError``.
+  when omitted); a NaN or infinite ``now`` raises :class:`ConfigError`.
 * Opening a frame raises a subclass of :class:`SmsgError` (the peer's fault);
-  wrong arguments raise ``ValueError``/``TypeError`` subclasses (the caller's fault).
+  an argument out of range raises :class:`ConfigError` (a ``ValueError``, naming the
+  argument) and a wrong type ``TypeError`` (the caller's fault). Every error goes
+  through one mapping (``rust/python/errors.rs``).
 """
 
 from typing import Final, final
@@ -21,6 +23,7 @@ from smsgnet.exceptions import FrameTruncatedError as FrameTruncatedError
 from smsgnet.exceptions import HeaderTooLargeError as HeaderTooLargeError
 from smsgnet.exceptions import InvalidEnvelopeError as InvalidEnvelopeError
 from smsgnet.exceptions import InvalidHeaderError as InvalidHeaderError
+from smsgnet.exceptions import ConfigError as ConfigError
 from smsgnet.exceptions import InvalidKeyError as InvalidKeyError
 from smsgnet.exceptions import InvalidMessageError as InvalidMessageError
 from smsgnet.exceptions import SealError as SealError
@@ -49,6 +52,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "MAX_HEADER_LEN",
     "SmsgError",
+    "ConfigError",
     "InvalidKeyError",
     "SealError",
     "FrameTruncatedError",

@@ -5,6 +5,7 @@
     SmsgnetError
     ├── ConfigError (ValueError)          you configured it wrong
     ├── InvalidKeyError (ValueError)      a key of the wrong length, or a low-order peer key
+    │   └── IdentityMismatchError         a node ID that is not the hash of its public key
     ├── IdentityError                     the identity on disk is missing, unreadable or corrupt
     ├── SealError (ValueError)            what you asked to send cannot be sealed: empty type, payload not JSON
     │   └── MessageTooLarge               larger than this node's max_message_size (nothing was sent)
@@ -45,6 +46,7 @@ __all__ = [
     "SmsgnetError",
     "ConfigError",
     "InvalidKeyError",
+    "IdentityMismatchError",
     "IdentityError",
     "SealError",
     "MessageTooLarge",
@@ -82,11 +84,15 @@ class SmsgnetError(Exception):
 
 
 class ConfigError(SmsgnetError, ValueError):
-    """A configuration value is invalid; the message names the field."""
+    """A configuration value or an argument is invalid; the message names it."""
 
 
 class InvalidKeyError(SmsgnetError, ValueError):
     """A key has the wrong length or encoding, or the peer key is a low-order point."""
+
+
+class IdentityMismatchError(InvalidKeyError):
+    """A node ID is not the first 16 bytes of SHA-256 of the public key it came with."""
 
 
 class IdentityError(SmsgnetError):

@@ -40,6 +40,7 @@ import orjson
 from smsgnet import _core
 from smsgnet.exceptions import (
     HandshakeRefused,
+    IdentityMismatchError,
     InvalidKeyError,
     InvalidMessageError,
     PeerAuthenticationError,
@@ -227,7 +228,7 @@ class Responder:
         try:
             public = identity.verify()
         except InvalidKeyError as e:
-            return self._refuse(identity.id, REASON_ID_MISMATCH if "does not match" in str(e) else str(e))
+            return self._refuse(identity.id, REASON_ID_MISMATCH if isinstance(e, IdentityMismatchError) else str(e))
         if public == self.node.public_key:
             return self._refuse(identity.id, "cannot connect to self")
         if not self.registry.is_allowed(identity.id, identity.public_key):

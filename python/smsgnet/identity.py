@@ -46,7 +46,7 @@ from typing import Any, Final
 import orjson
 
 from smsgnet import _core
-from smsgnet.exceptions import IdentityError, InvalidKeyError
+from smsgnet.exceptions import IdentityError, IdentityMismatchError, InvalidKeyError
 from smsgnet.message import b64decode, b64encode, format_timestamp
 
 __all__ = ["IDENTITY_LIMITS", "NodeRole", "NodeIdentity", "NodeManager"]
@@ -142,7 +142,7 @@ class NodeIdentity:
         if len(public) != 32:
             raise InvalidKeyError(f"public key must be 32 bytes, got {len(public)}")
         if _core.node_id(public) != self.id:
-            raise InvalidKeyError("node ID does not match public key")
+            raise IdentityMismatchError("node ID does not match public key")
         return public
 
 

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use crate::error::CoreError;
 
+pyo3::import_exception!(smsgnet.exceptions, ConfigError);
 pyo3::import_exception!(smsgnet.exceptions, InvalidKeyError);
 pyo3::import_exception!(smsgnet.exceptions, SealError);
 pyo3::import_exception!(smsgnet.exceptions, SmsgError);
@@ -41,10 +42,17 @@ pub fn to_py_err(e: CoreError) -> PyErr {
     }
 }
 
+/// A binding called with an argument out of its range ("you called it wrong"):
+/// `ConfigError`, which is also a `ValueError`. The message names the argument.
+pub fn invalid_argument(text: impl Into<String>) -> PyErr {
+    ConfigError::new_err(text.into())
+}
+
 /// Names re-exported by `smsgnet._core`, so the module carries its own errors.
 pub fn add_to_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("SmsgError", py.get_type::<SmsgError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
     m.add("InvalidKeyError", py.get_type::<InvalidKeyError>())?;
     m.add("SealError", py.get_type::<SealError>())?;
     m.add("FrameTruncatedError", py.get_type::<FrameTruncatedError>())?;

@@ -5,7 +5,6 @@ mod errors;
 
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyString};
 
@@ -60,7 +59,7 @@ fn text_arg<'a>(obj: &'a Bound<'_, PyAny>, what: &str, allow_str: bool) -> PyRes
 fn now_or_clock(now: Option<f64>) -> PyResult<f64> {
     match now {
         Some(t) if t.is_finite() => Ok(t),
-        Some(_) => Err(PyValueError::new_err("now must be a finite number")),
+        Some(_) => Err(errors::invalid_argument("now must be a finite number")),
         None => Ok(match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             Ok(d) => d.as_secs_f64(),
             Err(_) => 0.0,
@@ -114,7 +113,7 @@ fn smsg_password(shared_secret: &[u8]) -> String {
 #[pyfunction]
 fn keystream<'py>(py: Python<'py>, nonce: &[u8], length: usize) -> PyResult<Bound<'py, PyBytes>> {
     let nonce: &[u8; NONCE_LEN] =
-        nonce.try_into().map_err(|_| PyValueError::new_err("nonce must be 24 bytes"))?;
+        nonce.try_into().map_err(|_| errors::invalid_argument("nonce must be 24 bytes"))?;
     Ok(PyBytes::new(py, &smsg::keystream(nonce, length)))
 }
 
@@ -163,7 +162,7 @@ impl SmsgCipher {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let text = text_arg(message_json, "message_json", true)?;
         let nonce: [u8; NONCE_LEN] = match nonce {
-            Some(n) => n.try_into().map_err(|_| PyValueError::new_err(format!("nonce must be 24 bytes, got {}", n.len())))?,
+            Some(n) => n.try_into().map_err(|_| errors::invalid_argument(format!("nonce must be 24 bytes, got {}", n.len())))?,
             None => smsg::random_nonce().map_err(to_py_err)?,
         };
         let timestamp = timestamp.unwrap_or_else(smsg::unix_seconds);
@@ -202,8 +201,8 @@ struct TokenBucket {
 impl TokenBucket {
     #[new]
     fn new(burst: i64, rate: f64) -> PyResult<Self> {
-        let burst = u32::try_from(burst).map_err(|_| PyValueError::new_err("burst must be between 1 and 2**32-1"))?;
-        Ok(TokenBucket { inner: CoreBucket::new(burst, rate).map_err(PyValueError::new_err)? })
+        let burst = u32::try_from(burst).map_err(|_| errors::invalid_argument("burst must be between 1 and 2**32-1"))?;
+        Ok(TokenBucket { inner: CoreBucket::new(burst, rate).map_err(errors::invalid_argument)? })
     }
 
     #[pyo3(signature = (now=None))]
@@ -228,14 +227,14 @@ impl TokenBucket {
 }
 
 fn count_arg(v: Option<i64>, what: &str) -> PyResult<Option<usize>> {
-    v.map(|n| usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| PyValueError::new_err(format!("{what} must be at least 1"))))
+    v.map(|n| usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| errors::invalid_argument(format!("{what} must be at least 1"))))
         .transpose()
 }
 
 fn limits_arg(ttl: f64, max_entries: i64, per_peer: Option<i64>, max_peers: Option<i64>) -> PyResult<Limits> {
-    let max_entries = usize::try_from(max_entries).map_err(|_| PyValueError::new_err("max_entries must be at least 1"))?;
+    let max_entries = usize::try_from(max_entries).map_err(|_| errors::invalid_argument("max_entries must be at least 1"))?;
     Limits::new(ttl, max_entries, count_arg(per_peer, "per_peer")?, count_arg(max_peers, "max_peers")?)
-        .map_err(PyValueError::new_err)
+        .map_err(errors::invalid_argument)
 }
 
 /// The replay table: message IDs per sender, remembered for `ttl` seconds.
@@ -310,7 +309,7 @@ impl Deduplicator {
         let now = now_or_clock(now)?;
         let inner = py
             .allow_threads(|| CoreDedup::from_bytes(data, limits, now))
-            .map_err(|e| PyValueError::new_err(format!("replay table: {e}")))?;
+            .map_err(|e| errors::invalid_argument(format!("replay table: {e}")))?;
         Ok(Deduplicator { inner })
     }
 
@@ -360,7 +359,7 @@ impl Deduplicator {
         match floor {
             None => self.inner.set_floor(f64::NEG_INFINITY),
             Some(f) if f.is_finite() => self.inner.set_floor(f),
-            Some(_) => return Err(PyValueError::new_err("floor must be a finite number or None")),
+            Some(_) => return Err(errors::invalid_argument("floor must be a finite number or None")),
         }
         Ok(())
     }
@@ -396,14 +395,14 @@ impl FrameReceiver {
         local_id: Option<String>,
     ) -> PyResult<Self> {
         if !(max_age.is_finite() && max_age > 0.0) {
-            return Err(PyValueError::new_err("max_age must be a finite number > 0"));
+            return Err(errors::invalid_argument("max_age must be a finite number > 0"));
         }
         if !(max_future.is_finite() && max_future >= 0.0) {
-            return Err(PyValueError::new_err("max_future must be a finite number >= 0"));
+            return Err(errors::invalid_argument("max_future must be a finite number >= 0"));
         }
         let ttl = dedup.borrow(cipher.py()).inner.ttl();
         if max_age > ttl {
-            return Err(PyValueError::new_err(format!(
+            return Err(errors::invalid_argument(format!(
                 "max_age ({max_age}) must not exceed the dedup table's ttl ({ttl}): \
                  a frame could be replayed once its ID is forgotten"
             )));
