@@ -1,0 +1,882 @@
+"""WebSocket connections over websockets' sans-I/O protocol, under a bare ``asyncio.Protocol``.
+
+The same calls as the part of ``websockets.asyncio`` that smsgnet uses
+(:func:`connect`, :func:`serve`, ``recv``/``send``/``close``/``async for``), with
+a cheaper data path:
+
+* **Receiving.** Each ``data_received`` chunk is fed to the protocol once; the
+  frames it yields become messages (fragments joined, text decoded) in one
+  deque, handed out in order. ``recv()`` takes from the deque without a future
+  when something is waiting; one future is made only when it has to wait.
+* **Sending.** ``send()`` serialises the frame into the protocol's write list
+  and returns; everything produced in one loop iteration leaves in one
+  ``transport.write`` (a flush scheduled with ``call_soon``, or sooner: when
+  a received chunk produced protocol output such as a pong or a close, when
+  ``recv()`` finds nothing left to read and is about to wait, and when the
+  unwritten bytes pass the high-water mark). ``send()`` waits only while the
+  transport's write buffer is above its high-water mark (``pause_writing`` /
+  ``resume_writing``).
+* **Backpressure in.** When more than ``max_queue`` messages wait unread,
+  reading from the socket pauses; it resumes at ``max_queue // 4``.
+* **Closing.** Once a close is under way (sent, received or failed) a single
+  timer aborts the socket after ``close_timeout`` if the peer does not finish
+  the closing handshake. websockets enforces that deadline only while someone
+  is waiting in ``send()``/``close()``; here it always holds.
+
+Not reproduced (deliberately): keepalive pings (``ping_interval`` must be
+None; the session does its own), compression, proxies, redirects on
+connect, ``process_response``, subprotocols/origins/extensions, ``ping()``,
+``recv_streaming()``, sending from asynchronous iterables. ``max_queue`` counts
+whole messages, not frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import collections
+import http
+import logging
+import socket
+import ssl as ssl_module
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Union, cast
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+    InvalidState,
+)
+from websockets.frames import BINARY, CONT, OK_CLOSE_CODES, TEXT, CloseCode, Frame
+from websockets.http11 import SERVER, USER_AGENT, Request, Response
+from websockets.protocol import CLOSED, CLOSING, CONNECTING, OPEN, State
+from websockets.server import ServerProtocol
+from websockets.typing import Origin
+from websockets.uri import parse_uri
+
+__all__ = [
+    "WireConnection",
+    "WireServer",
+    "connect",
+    "serve",
+    "Server",
+    "ServerConnection",
+    "ClientConnection",
+]
+
+log = logging.getLogger("smsgnet.wire")
+
+#: Fragments one message may have (websockets' MAX_FRAGMENTS default); more closes with 1009.
+MAX_FRAGMENTS = 4096
+
+Data = Union[str, bytes]
+AnyProtocol = Union[ServerProtocol, ClientProtocol]
+ProcessRequest = Callable[["WireConnection", Request], Union[Response, None, Awaitable[Union[Response, None]]]]
+
+_utf8 = codecs.getdecoder("utf-8")
+
+
+class WireConnection(asyncio.Protocol):
+    """One WebSocket connection (client or server side).
+
+    Attributes the node reads: :attr:`protocol` (the websockets sans-I/O
+    object: ``protocol.close_rcvd``, ``protocol.close_sent``,
+    ``protocol.state``), :attr:`transport` (the asyncio transport),
+    :attr:`remote_address`, :attr:`request` and :attr:`response` (the upgrade).
+
+    Bytes handed to :meth:`send` may sit in ``protocol.writes`` until the end
+    of the loop iteration (never more than the high-water mark):
+    ``transport.get_write_buffer_size()`` does not count them;
+    :meth:`write_buffer_size` does.
+    """
+
+    def __init__(
+        self,
+        protocol: AnyProtocol,
+        *,
+        close_timeout: float | None = 10,
+        max_queue: int | None | tuple[int | None, int | None] = 16,
+        write_limit: int | tuple[int, int | None] = 2**15,
+    ) -> None:
+        self.protocol: AnyProtocol = protocol
+        self.close_timeout = close_timeout
+        if isinstance(max_queue, tuple):
+            high, low = max_queue
+        else:
+            high, low = max_queue, None
+        if high is not None and low is None:
+            low = high // 4
+        if high is None and low is not None:
+            high = low * 4
+        self._queue_high = high
+        self._queue_low = low
+        if isinstance(write_limit, tuple):
+            self._write_high, self._write_low = write_limit
+        else:
+            self._write_high, self._write_low = write_limit, None
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set in connection_made
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self._remote_address: Any = None
+        self._local_address: Any = None
+        # receiving
+        self._messages: collections.deque[Data] = collections.deque()
+        self._recv_waiter: asyncio.Future[None] | None = None
+        self._fragments: list[bytes] = []
+        self._fragment_text = False
+        self._read_paused = False
+        # sending
+        self._flush_scheduled = False
+        self._unwritten = 0
+        self._write_paused = False
+        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._eof_written = False
+        #: ``transport.write`` calls made so far (one per flush: what coalescing saves shows here).
+        self.write_calls = 0
+        # lifecycle
+        self._handshake_waiter: asyncio.Future[None] = self._loop.create_future()
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._connection_exc: BaseException | None = None
+        # server side only
+        self._server: WireServer | None = None
+
+    # -- attributes --------------------------------------------------------------------
+
+    @property
+    def remote_address(self) -> Any:
+        """The peer's ``(host, port, ...)``, as ``getpeername()`` gave it."""
+        return self._remote_address
+
+    @property
+    def local_address(self) -> Any:
+        return self._local_address
+
+    @property
+    def state(self) -> State:
+        return self.protocol.state
+
+    @property
+    def close_code(self) -> int | None:
+        return self.protocol.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.protocol.close_reason
+
+    @property
+    def queued_messages(self) -> int:
+        """Messages received and not yet taken by :meth:`recv`."""
+        return len(self._messages)
+
+    def write_buffer_size(self) -> int:
+        """Bytes accepted by :meth:`send` and not yet sent by the kernel:
+        the transport's buffer plus what waits for this iteration's write."""
+        return self._unwritten + self.transport.get_write_buffer_size()
+
+    def respond(self, status: http.HTTPStatus | int, text: str) -> Response:
+        """A plain-text HTTP response that ``process_request`` may return to refuse the upgrade."""
+        protocol = self.protocol
+        if not isinstance(protocol, ServerProtocol):
+            raise TypeError("respond() is for server connections")
+        return protocol.reject(status, text)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    async def recv(self, decode: bool | None = None) -> Data:
+        """The next message: ``str`` for a text frame, ``bytes`` for binary
+        (``decode`` forces one or the other). Messages received before the
+        connection closed are still handed out; after them it raises
+        :class:`~websockets.exceptions.ConnectionClosedOK` (1000, 1001 or no code, both ways)
+        or :class:`~websockets.exceptions.ConnectionClosedError`. Cancelling it
+        loses nothing. Only one coroutine may wait in it at a time."""
+        queue = self._messages
+        while True:
+            if queue:
+                message = queue.popleft()
+                if self._read_paused and len(queue) <= self._queue_low:  # type: ignore[operator]
+                    self._resume_reading()
+                if decode is None:
+                    return message
+                if decode:
+                    return message if type(message) is str else message.decode()  # type: ignore[union-attr]
+                return message.encode() if type(message) is str else message  # type: ignore[union-attr]
+            if self._lost.done():
+                raise self._close_exc()
+            if self.protocol.writes:
+                self._flush()  # all that was read is handled: send the answers before waiting
+            if self._recv_waiter is not None:
+                raise ConcurrencyError("cannot call recv while another coroutine is already running recv")
+            waiter = self._recv_waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._recv_waiter = None
+
+    def __aiter__(self) -> WireConnection:
+        return self
+
+    async def __anext__(self) -> Data:
+        """Next message; ends on a clean close (1000, 1001 or no code, both ways), raises
+        :class:`~websockets.exceptions.ConnectionClosedError` otherwise."""
+        queue = self._messages
+        if queue:  # the hot path: no second coroutine
+            message = queue.popleft()
+            if self._read_paused and len(queue) <= self._queue_low:  # type: ignore[operator]
+                self._resume_reading()
+            return message
+        try:
+            return await self.recv()
+        except ConnectionClosedOK:
+            raise StopAsyncIteration from None
+
+    def _take_frames(self, frames: list[Any]) -> None:
+        """Turn received frames into messages (control frames are the protocol's)."""
+        queue = self._messages
+        before = len(queue)
+        for frame in frames:
+            opcode = frame.opcode
+            if opcode is BINARY:
+                if frame.fin:
+                    data = frame.data
+                    queue.append(data if type(data) is bytes else bytes(data))
+                else:
+                    self._fragment_text = False
+                    self._fragments = [frame.data]
+            elif opcode is TEXT:
+                if frame.fin:
+                    try:
+                        queue.append(_utf8(frame.data)[0])
+                    except UnicodeDecodeError as e:
+                        self._fail(CloseCode.INVALID_DATA, f"{e.reason} at position {e.start}", e)
+                        break
+                else:
+                    self._fragment_text = True
+                    self._fragments = [frame.data]
+            elif opcode is CONT:
+                fragments = self._fragments
+                fragments.append(frame.data)
+                if len(fragments) > MAX_FRAGMENTS:
+                    self._fragments = []
+                    self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", None)
+                    break
+                if frame.fin:
+                    self._fragments = []
+                    data = b"".join(fragments)
+                    if self._fragment_text:
+                        try:
+                            queue.append(_utf8(data)[0])
+                        except UnicodeDecodeError as e:
+                            self._fail(CloseCode.INVALID_DATA, f"{e.reason} at position {e.start}", e)
+                            break
+                    else:
+                        queue.append(data)
+        if len(queue) != before:
+            waiter = self._recv_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            high = self._queue_high
+            if high is not None and not self._read_paused and len(queue) > high:
+                self._read_paused = True
+                try:
+                    self.transport.pause_reading()
+                except RuntimeError:  # already closing
+                    pass
+
+    def _resume_reading(self) -> None:
+        self._read_paused = False
+        try:
+            self.transport.resume_reading()
+        except RuntimeError:  # closing
+            pass
+
+    def _fail(self, code: int, reason: str, exc: BaseException | None) -> None:
+        if self._connection_exc is None:
+            self._connection_exc = exc
+        if self.protocol.state is OPEN:
+            self.protocol.fail(code, reason)
+
+    # -- sending -------------------------------------------------------------------
+
+    async def send(self, message: Data | bytearray | memoryview | Iterable[Data], text: bool | None = None) -> None:
+        """Send one message: ``str`` as text, bytes-like as binary (``text``
+        forces the frame type); a (synchronous) iterable is sent as the
+        fragments of one message. The frame is queued at once and leaves in
+        this loop iteration's write; this waits only while the transport's
+        write buffer is above its high-water mark. Raises
+        :class:`~websockets.exceptions.ConnectionClosed` once the connection is
+        closing or closed (after waiting for it to close, as websockets does)."""
+        protocol = self.protocol
+        if protocol.state is not OPEN:
+            await self._raise_not_open()
+        if isinstance(message, str):
+            data = message.encode()
+            if text is False:
+                protocol.send_binary(data)
+            else:
+                protocol.send_text(data)
+            size = len(data)
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            if text:
+                protocol.send_text(message)
+            else:
+                protocol.send_binary(message)
+            size = len(message)
+        elif isinstance(message, dict):
+            raise TypeError("data is a dict-like object")
+        elif isinstance(message, Iterable):
+            size = self._send_fragments(message, text)
+        else:
+            raise TypeError("data must be str, bytes-like or an iterable of them")
+        self._after_send(size)
+        if self._write_paused:
+            await self._drain()
+
+    def send_nowait(self, message: bytes | str, text: bool | None = None) -> bool:
+        """Queue one message without waiting. Returns False when the write
+        buffer is above its high-water mark (then ``await drain()`` before
+        queuing more); raises :class:`~websockets.exceptions.ConnectionClosed`
+        when the connection is not open."""
+        protocol = self.protocol
+        if protocol.state is not OPEN:
+            raise self._not_open_exc()
+        if type(message) is str:
+            data = message.encode()  # type: ignore[union-attr]
+            if text is False:
+                protocol.send_binary(data)
+            else:
+                protocol.send_text(data)
+        elif text:
+            protocol.send_text(message)  # type: ignore[arg-type]
+        else:
+            protocol.send_binary(message)  # type: ignore[arg-type]
+        self._after_send(len(message))
+        return not self._write_paused
+
+    async def send_many(self, messages: Iterable[bytes | str], text: bool | None = None) -> None:
+        """Send several messages (each in its own frame) in order; they leave in one write."""
+        protocol = self.protocol
+        if protocol.state is not OPEN:
+            await self._raise_not_open()
+        size = 0
+        send_text, send_binary = protocol.send_text, protocol.send_binary
+        for message in messages:
+            if type(message) is str:
+                data = message.encode()  # type: ignore[union-attr]
+                (send_binary if text is False else send_text)(data)
+            else:
+                data = message  # type: ignore[assignment]
+                (send_text if text else send_binary)(data)
+            size += len(data)
+        self._after_send(size)
+        if self._write_paused:
+            await self._drain()
+
+    def _send_fragments(self, chunks: Iterable[Data], text: bool | None) -> int:
+        protocol = self.protocol
+        iterator: Iterator[Data] = iter(chunks)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return 0
+        encode = isinstance(chunk, str)
+        as_text = text if text is not None else encode
+        first = True
+        size = 0
+        while True:
+            if isinstance(chunk, str) != encode:
+                self._fail(CloseCode.INTERNAL_ERROR, "error in fragmented message", None)
+                self._flush()
+                self._arm_close_timer()
+                raise TypeError("all fragments must be of the same type")
+            data = chunk.encode() if isinstance(chunk, str) else chunk
+            try:
+                following: Data | None = next(iterator)
+            except StopIteration:
+                following = None
+            fin = following is None
+            if first:
+                (protocol.send_text if as_text else protocol.send_binary)(data, fin=fin)
+                first = False
+            else:
+                protocol.send_continuation(data, fin=fin)
+            size += len(data)
+            if following is None:
+                return size
+            chunk = following
+
+    def _after_send(self, size: int) -> None:
+        self._unwritten += size
+        if self._unwritten + self.transport.get_write_buffer_size() > self._write_high:
+            self._flush()  # pause_writing() runs now if the transport is full
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        if self.protocol.writes:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write everything the protocol produced, in one ``transport.write``."""
+        writes = self.protocol.data_to_send()
+        self._unwritten = 0
+        if not writes or self._eof_written:
+            return
+        transport = self.transport
+        if transport.is_closing():
+            return
+        try:
+            if writes[-1]:  # the usual case: no end of stream
+                self.write_calls += 1
+                transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+                return
+            end = writes.index(b"")
+            if end:
+                self.write_calls += 1
+                transport.write(b"".join(writes[:end]))
+            self._eof_written = True
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        except Exception as exc:  # noqa: BLE001  (the socket is gone; uvloop may raise RuntimeError)
+            if self._connection_exc is None:
+                self._connection_exc = exc
+            transport.abort()
+
+    async def drain(self) -> None:
+        """Wait until the write buffer is below its low-water mark (returns at once if it is)."""
+        if self._write_paused:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        waiter = self._loop.create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            self._drain_waiters.remove(waiter)
+        if self._lost.done() and self.protocol.state is CLOSED:
+            raise self._close_exc()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- closing ---------------------------------------------------------------------
+
+    async def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Run the closing handshake; returns when the TCP connection is closed,
+        at most ``close_timeout`` after the close frame was queued (then the
+        socket is aborted). Idempotent."""
+        protocol = self.protocol
+        if protocol.state is OPEN:
+            if protocol.expect_continuation_frame:
+                protocol.fail(CloseCode.INTERNAL_ERROR, "close during fragmented message")
+            else:
+                protocol.send_close(code, reason)
+            self._flush()
+            self._arm_close_timer()
+        elif protocol.state is CONNECTING:
+            self.transport.abort()
+        await asyncio.shield(self._lost)
+
+    async def wait_closed(self) -> None:
+        """Wait until the TCP connection is closed."""
+        await asyncio.shield(self._lost)
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and self.close_timeout is not None and not self._lost.done():
+            self._close_timer = self._loop.call_later(self.close_timeout, self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        if not self._lost.done():
+            if self._connection_exc is None:
+                self._connection_exc = TimeoutError("timed out while closing connection")
+            self.transport.abort()
+
+    async def _raise_not_open(self) -> None:
+        if self.protocol.state is CONNECTING:
+            raise InvalidState("connection is connecting")
+        self._arm_close_timer()  # closing: bounded wait for the end, as websockets
+        await asyncio.shield(self._lost)
+        raise self._close_exc()
+
+    def _not_open_exc(self) -> Exception:
+        protocol = self.protocol
+        if protocol.state is CLOSED:
+            return self._close_exc()
+        if protocol.state is CONNECTING:
+            return InvalidState("connection is connecting")
+        # closing: the codes seen so far (the final ones are known only once closed)
+        rcvd, sent = protocol.close_rcvd, protocol.close_sent
+        ok = rcvd is not None and sent is not None and rcvd.code in OK_CLOSE_CODES and sent.code in OK_CLOSE_CODES
+        return (ConnectionClosedOK if ok else ConnectionClosedError)(rcvd, sent, protocol.close_rcvd_then_sent)
+
+    def _close_exc(self) -> ConnectionClosed:
+        exc = self.protocol.close_exc
+        if self._connection_exc is not None:
+            exc.__cause__ = self._connection_exc
+        return exc
+
+    async def __aenter__(self) -> WireConnection:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close(CloseCode.NORMAL_CLOSURE if exc_type is None else CloseCode.INTERNAL_ERROR)
+
+    # -- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+        self.transport = transport
+        transport.set_write_buffer_limits(self._write_high, self._write_low)
+        self._remote_address = transport.get_extra_info("peername")
+        self._local_address = transport.get_extra_info("sockname")
+        server = self._server
+        if server is not None:
+            # registered now, so that closing the server right after accepting still waits for it
+            task = self._loop.create_task(server._run(self))
+            server.handler_tasks.add(task)
+            task.add_done_callback(server.handler_tasks.discard)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        if events:
+            if self._handshake_waiter.done():
+                self._take_frames(events)
+            else:
+                self._take_handshake(events)
+        if protocol.writes:
+            self._flush()  # pongs, close frames, end of stream: at once
+        if self._close_timer is None and protocol.state is not OPEN and protocol.close_expected():
+            self._arm_close_timer()
+
+    def _take_handshake(self, events: list[Any]) -> None:
+        first = events[0]
+        if isinstance(first, Request):
+            self.request = first
+        elif isinstance(first, Response):
+            self.response = first
+        self._handshake_waiter.set_result(None)
+        if len(events) > 1:
+            # frames right behind the upgrade: queued, handed out once it completes
+            self._take_frames(events[1:])
+
+    def eof_received(self) -> bool | None:
+        protocol = self.protocol
+        protocol.receive_eof()
+        events = protocol.events_received()
+        if events and not self._handshake_waiter.done():
+            self._take_handshake(events)  # a response read until EOF
+        if protocol.writes:
+            self._flush()
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        protocol = self.protocol
+        protocol.receive_eof()  # idempotent: the state becomes CLOSED
+        if protocol.state is not CLOSED:  # pragma: no cover - websockets guarantees it
+            protocol.state = CLOSED
+        if self._connection_exc is None:
+            self._connection_exc = exc
+        protocol.writes.clear()
+        self._unwritten = 0
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        self._lost.set_result(None)
+        if not self._handshake_waiter.done():
+            self._handshake_waiter.set_result(None)
+        waiter = self._recv_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self._write_paused = False
+        for drain in self._drain_waiters:
+            if not drain.done():
+                drain.set_result(None)
+
+    def __repr__(self) -> str:
+        side = "server" if isinstance(self.protocol, ServerProtocol) else "client"
+        return f"<WireConnection {side} {self.remote_address} {self.protocol.state.name}>"
+
+
+# -- client ------------------------------------------------------------------------
+
+
+async def connect(
+    uri: str,
+    *,
+    compression: str | None = None,
+    max_size: int | None | tuple[int | None, int | None] = 2**20,
+    max_queue: int | None | tuple[int | None, int | None] = 16,
+    ping_interval: float | None = None,
+    close_timeout: float | None = 10,
+    open_timeout: float | None = 10,
+    ssl: ssl_module.SSLContext | None = None,
+    proxy: str | None = None,
+    user_agent_header: str | None = USER_AGENT,
+    write_limit: int | tuple[int, int | None] = 2**15,
+    origin: str | None = None,
+    **kwargs: Any,
+) -> WireConnection:
+    """Open a WebSocket client connection to ``uri`` (``ws://`` or ``wss://``).
+
+    Raises :class:`~websockets.exceptions.InvalidURI` for a bad URI,
+    :class:`~websockets.exceptions.InvalidStatus` when the server answers the
+    upgrade with another status (``e.response.status_code``; redirects are
+    not followed), another :class:`~websockets.exceptions.InvalidHandshake`
+    for a bad response, :class:`OSError` when the TCP or TLS connection
+    fails, :class:`TimeoutError` after ``open_timeout``. ``ssl`` None on a
+    ``wss://`` URI means a default context. Other keyword arguments go to
+    ``loop.create_connection`` (``sock``, ``local_addr``, ...).
+    """
+    if compression is not None:
+        raise ValueError(f"unsupported compression: {compression} (smsgnet.wire has none)")
+    if ping_interval is not None:
+        raise ValueError("smsgnet.wire sends no keepalive pings: pass ping_interval=None")
+    if proxy is not None:
+        raise ValueError("smsgnet.wire does not connect through proxies: pass proxy=None")
+    ws_uri = parse_uri(uri)
+    if not ws_uri.secure and ssl is not None:
+        raise ValueError("ssl argument is incompatible with a ws:// URI")
+    loop = asyncio.get_running_loop()
+    ssl_context = (ssl or ssl_module.create_default_context()) if ws_uri.secure else None
+
+    def factory() -> WireConnection:
+        protocol = ClientProtocol(ws_uri, origin=cast(Origin | None, origin), max_size=max_size)
+        return WireConnection(protocol, close_timeout=close_timeout, max_queue=max_queue,
+                              write_limit=write_limit)
+
+    conn: WireConnection | None = None
+    try:
+        async with asyncio.timeout(open_timeout):
+            if ssl_context is not None:
+                kwargs.setdefault("server_hostname", ws_uri.host)
+            if kwargs.get("sock") is None:
+                kwargs.setdefault("host", ws_uri.host)
+                kwargs.setdefault("port", ws_uri.port)
+            _, conn = await loop.create_connection(factory, ssl=ssl_context, **kwargs)
+            protocol = conn.protocol
+            assert isinstance(protocol, ClientProtocol)
+            request = conn.request = protocol.connect()
+            if user_agent_header is not None:
+                request.headers.setdefault("User-Agent", user_agent_header)
+            protocol.send_request(request)
+            conn._flush()
+            await conn._handshake_waiter
+            if protocol.handshake_exc is not None:
+                raise protocol.handshake_exc
+            # upgraded; if it already closed again (say, an oversize first
+            # frame), recv() says so, as with websockets
+    except TimeoutError as e:
+        if conn is not None:
+            conn.transport.abort()
+        raise TimeoutError("timed out during opening handshake") from e
+    except BaseException:
+        if conn is not None:
+            conn.transport.abort()
+        raise
+    return conn
+
+
+# -- server ------------------------------------------------------------------------
+
+
+class WireServer:
+    """A listening WebSocket server made by :func:`serve`.
+
+    ``handler(conn)`` runs as a task per connection whose upgrade succeeded;
+    when it returns the connection is closed (1000, or 1011 if it raised)."""
+
+    def __init__(
+        self,
+        handler: Callable[[WireConnection], Awaitable[None]],
+        process_request: ProcessRequest | None,
+        server_header: str | None,
+        open_timeout: float | None,
+    ) -> None:
+        self.handler = handler
+        self.process_request = process_request
+        self.server_header = server_header
+        self.open_timeout = open_timeout
+        self.server: asyncio.Server = None  # type: ignore[assignment]  # set by serve()
+        #: Connections whose upgrade succeeded and whose handler has not returned.
+        self.all_connections: set[WireConnection] = set()
+        self.handler_tasks: set[asyncio.Task[None]] = set()
+        self._close_task: asyncio.Task[None] | None = None
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def connections(self) -> set[WireConnection]:
+        """Open connections (upgrade done, closing handshake not started)."""
+        return {c for c in self.all_connections if c.protocol.state is OPEN}
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self.server.sockets)
+
+    def is_serving(self) -> bool:
+        return self.server.is_serving()
+
+    def close(self, close_connections: bool = True, code: int = CloseCode.GOING_AWAY, reason: str = "") -> None:
+        """Stop accepting; refuse upgrades in progress with 503; when
+        ``close_connections`` close open connections with ``code``. Idempotent;
+        :meth:`wait_closed` waits for the handlers to return."""
+        if self._close_task is None:
+            self.server.close()  # at once (websockets does it in the task): no new accept after this call
+            self._close_task = asyncio.get_running_loop().create_task(
+                self._close(close_connections, code, reason))
+
+    async def _close(self, close_connections: bool, code: int, reason: str) -> None:
+        if close_connections:
+            tasks = [asyncio.create_task(c.close(code, reason)) for c in self.connections]
+            if tasks:
+                await asyncio.wait(tasks)
+        await self.server.wait_closed()
+        if self.handler_tasks:
+            await asyncio.wait(self.handler_tasks)
+        self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed and every handler has returned."""
+        await asyncio.shield(self._closed)
+
+    async def __aenter__(self) -> WireServer:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    async def _run(self, conn: WireConnection) -> None:
+        """One accepted TCP connection: the upgrade, then the handler, then the close."""
+        try:
+            try:
+                async with asyncio.timeout(self.open_timeout):
+                    await self._upgrade(conn)
+            except TimeoutError:
+                conn.transport.abort()
+                return
+            if conn.protocol.state is not OPEN:
+                # refused (or lost): the response went out with the end of the
+                # stream; the close timer bounds the wait for the client to hang up
+                await conn.wait_closed()
+                return
+            self.all_connections.add(conn)
+            try:
+                await self.handler(conn)
+            except Exception:
+                log.error("connection handler failed", exc_info=True)
+                await conn.close(CloseCode.INTERNAL_ERROR)
+            except BaseException:
+                conn.transport.abort()
+                raise
+            else:
+                await conn.close()
+            finally:
+                self.all_connections.discard(conn)
+        except Exception:
+            log.error("connection failed", exc_info=True)
+            conn.transport.abort()
+
+    async def _upgrade(self, conn: WireConnection) -> None:
+        await conn._handshake_waiter
+        protocol = conn.protocol
+        assert isinstance(protocol, ServerProtocol)
+        request = conn.request
+        if request is None:  # no valid request: the protocol already ends the stream
+            if protocol.writes:
+                conn._flush()
+            conn._arm_close_timer()
+            return
+        response: Response | None = None
+        if self.process_request is not None:
+            try:
+                result = self.process_request(conn, request)
+                response = await result if isinstance(result, Awaitable) else result
+            except Exception as exc:
+                protocol.handshake_exc = exc
+                log.error("process_request failed", exc_info=True)
+                response = protocol.reject(http.HTTPStatus.INTERNAL_SERVER_ERROR,
+                                           "Failed to open a WebSocket connection.\n"
+                                           "See server log for more information.\n")
+        if response is None:
+            response = protocol.accept(request)
+        if self.server_header is not None:
+            response.headers["Server"] = self.server_header
+        if response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS and not self.server.is_serving():
+            response = protocol.reject(http.HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.\n")
+        if protocol.state is CONNECTING:
+            conn.response = response
+            protocol.send_response(response)
+            conn._flush()
+            if protocol.state is not OPEN:
+                conn._arm_close_timer()
+
+
+async def serve(
+    handler: Callable[[WireConnection], Awaitable[None]],
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    process_request: ProcessRequest | None = None,
+    compression: str | None = None,
+    max_size: int | None | tuple[int | None, int | None] = 2**20,
+    max_queue: int | None | tuple[int | None, int | None] = 16,
+    ping_interval: float | None = None,
+    close_timeout: float | None = 10,
+    open_timeout: float | None = 10,
+    ssl: ssl_module.SSLContext | None = None,
+    server_header: str | None = SERVER,
+    write_limit: int | tuple[int, int | None] = 2**15,
+    **kwargs: Any,
+) -> WireServer:
+    """Listen on ``host:port``; run ``handler(conn)`` for every upgraded connection.
+
+    ``process_request(conn, request)`` (a function or coroutine) may return
+    ``conn.respond(status, text)`` to refuse: the response is sent, the stream
+    ended and the handler never called. A client that has not finished the
+    upgrade within ``open_timeout`` is dropped. Other keyword arguments go to
+    ``loop.create_server``.
+    """
+    if compression is not None:
+        raise ValueError(f"unsupported compression: {compression} (smsgnet.wire has none)")
+    if ping_interval is not None:
+        raise ValueError("smsgnet.wire sends no keepalive pings: pass ping_interval=None")
+    server = WireServer(handler, process_request, server_header, open_timeout)
+
+    def factory() -> WireConnection:
+        conn = WireConnection(ServerProtocol(max_size=max_size), close_timeout=close_timeout,
+                              max_queue=max_queue, write_limit=write_limit)
+        conn._server = server
+        return conn
+
+    if ssl is not None:
+        kwargs.setdefault("ssl_handshake_timeout", open_timeout)
+        kwargs.setdefault("ssl_shutdown_timeout", close_timeout)
+    loop = asyncio.get_running_loop()
+    server.server = await loop.create_server(factory, host, port, ssl=ssl, **kwargs)
+    return server
+
+
+#: Drop-in names for the websockets.asyncio types smsgnet annotates with.
+Server = WireServer
+ServerConnection = WireConnection
+ClientConnection = WireConnection
