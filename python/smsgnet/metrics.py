@@ -16,7 +16,8 @@ naming the extra when it is missing.
 
 What is exported (``docs/operations.md`` has the full table): every
 ``TransportStats`` field, as a gauge (``connections``, ``unproven_connections``,
-``handshaking``, ``dedup_entries``), a ``*_total`` counter, or a labelled
+``handshaking``, ``dedup_entries``, ``replay_floor``), an info
+(``smsgnet_replay_info{start}``), a ``*_total`` counter, or a labelled
 counter (``smsgnet_connections_rejected_total{reason}``,
 ``smsgnet_drops_total{reason}`` with every known reason present from the
 start); per live link, ``smsgnet_peer_*{peer}`` bytes and messages in and out,
@@ -59,7 +60,8 @@ SCALARS: tuple[tuple[str, str, str], ...] = (
     ("connections_accepted", "counter", "Inbound connections accepted (WebSocket upgrades)."),
     ("connections_initiated", "counter", "Outbound connections this node dialled."),
     ("handshakes_refused", "counter", "Handshakes this node refused (e.g. allowlist, version)."),
-    ("handshakes_failed", "counter", "Handshakes that failed (timeout, bad HMAC, protocol error, refused by the peer)."),
+    ("handshakes_failed", "counter",
+     "Handshakes that failed (timeout, bad HMAC, protocol error, refused by the peer)."),
     ("pending_evicted", "counter", "Unproven connections closed to make room."),
     ("pending_expired", "counter", "Unproven connections closed at the proof deadline."),
     ("duplicates_closed", "counter", "Redundant links closed by the one-link-per-pair rule."),
@@ -72,10 +74,14 @@ SCALARS: tuple[tuple[str, str, str], ...] = (
     ("messages_out", "counter", "Messages sent."),
     ("dedup_entries", "gauge", "Message IDs held by the replay table."),
     ("dedup_evicted", "counter", "Message IDs evicted from the replay table before they expired."),
+    ("replay_floor", "gauge", "Frames dated before this UNIX time are refused (set after a restart)."),
 )
 
 #: ``TransportStats`` fields gathered into ``smsgnet_connections_rejected_total{reason}``.
 REJECTIONS: dict[str, str] = {"rejected_busy": "busy", "rejected_origin": "origin", "rejected_path": "path"}
+
+#: ``TransportStats`` fields exported as labels: field -> (metric, label).
+INFOS: dict[str, tuple[str, str]] = {"replay_start": ("smsgnet_replay", "start")}
 
 
 def require_prometheus() -> None:
@@ -170,8 +176,15 @@ class TransportCollector:
                 continue  # a field this version of TransportStats does not have
             seen.add(name)
             value = getattr(stats, name)
+            if value is None:
+                continue  # not known (yet): no sample rather than a made-up one
             family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
             out.append(family(f"smsgnet_{name}", help, value=value))
+        for name, (metric, label) in INFOS.items():
+            if hasattr(stats, name):
+                seen.add(name)
+                value = {label: str(getattr(stats, name))}
+                out.append(InfoMetricFamily(metric, f"TransportStats.{name}.", value=value))
 
         rejected = CounterMetricFamily("smsgnet_connections_rejected",
                                        "Connections refused before the handshake, by reason (HTTP 503 busy, "

@@ -28,7 +28,7 @@ from smsgnet import (
     TransportConfig,
     TransportStats,
 )
-from smsgnet.metrics import REJECTIONS, SCALARS, TransportCollector, serve_metrics
+from smsgnet.metrics import INFOS, REJECTIONS, SCALARS, TransportCollector, serve_metrics
 from smsgnet.session import DROP_REASONS
 
 LOCAL = "127.0.0.1:0"
@@ -147,6 +147,10 @@ async def test_every_stats_field_is_exported(nodes):
             assert "smsgnet_drops_total" in names
         elif f.name in REJECTIONS:
             assert "smsgnet_connections_rejected_total" in names
+        elif f.name in INFOS:
+            assert f"{INFOS[f.name][0]}_info" in names
+        elif getattr(server.stats(), f.name) is None:
+            assert f.name in typed  # a gauge with no value yet: no sample, but a declared type
         else:
             assert f.name in typed, f"TransportStats.{f.name} has no metric type in smsgnet.metrics.SCALARS"
             assert {f"smsgnet_{f.name}", f"smsgnet_{f.name}_total"} & names, f.name
@@ -216,7 +220,8 @@ async def test_the_endpoint_answers_only_get_and_head_on_metrics(nodes):
         assert (await get(base + "/"))[0] == 404
         assert (await get(base + "/metricsx"))[0] == 404
         # OpenMetrics when the scraper asks for it
-        status, headers, body = await get(metrics.url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        openmetrics = {"Accept": "application/openmetrics-text; version=1.0.0"}
+        status, headers, body = await get(metrics.url, headers=openmetrics)
         assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
         assert body.endswith(b"# EOF\n")
         # raw requests: HEAD has no body, POST is refused, a request line of junk is a 400

@@ -152,8 +152,10 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
             pass
     exporter: metrics.MetricsServer | None = None
+    running = False
     try:
-        await transport.start()
+        await transport.start()  # when it raises, it has undone itself: nothing to stop
+        running = True
         host = (config.listen_addr or "").rpartition(":")[0]
         started = {
             "id": node.node_id,
@@ -176,7 +178,8 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
             loop.remove_signal_handler(sig)
         if exporter is not None:
             await exporter.close()
-        await transport.stop()
+        if running:
+            await transport.stop()
     return EXIT_FAILURE if failed else EXIT_OK
 
 
