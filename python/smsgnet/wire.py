@@ -89,9 +89,9 @@ class WireConnection(asyncio.Protocol):
     :attr:`remote_address`, :attr:`request` and :attr:`response` (the upgrade).
 
     Bytes handed to :meth:`send` may sit in ``protocol.writes`` until the end
-    of the loop iteration (never more than the high-water mark):
-    ``transport.get_write_buffer_size()`` does not count them;
-    :meth:`write_buffer_size` does.
+    of the loop iteration (at most the high-water mark's worth, then they are
+    written at once): ``transport.get_write_buffer_size()`` does not count
+    them; :meth:`write_buffer_size` does.
     """
 
     def __init__(
@@ -176,7 +176,10 @@ class WireConnection(asyncio.Protocol):
 
     def write_buffer_size(self) -> int:
         """Bytes accepted by :meth:`send` and not yet sent by the kernel:
-        the transport's buffer plus what waits for this iteration's write."""
+        the transport's buffer plus what waits for this iteration's write.
+        After a :meth:`send` returns it is at most twice the high-water mark
+        (each part at most once: a send that takes the unwritten part past the
+        mark writes it at once, and waits if the transport then pauses)."""
         return self._unwritten + self.transport.get_write_buffer_size()
 
     def respond(self, status: http.HTTPStatus | int, text: str) -> Response:
@@ -412,7 +415,7 @@ class WireConnection(asyncio.Protocol):
 
     def _after_send(self, size: int) -> None:
         self._unwritten += size
-        if self._unwritten + self.transport.get_write_buffer_size() > self._write_high:
+        if self._unwritten > self._write_high:
             self._flush()  # pause_writing() runs now if the transport is full
         elif not self._flush_scheduled:
             self._flush_scheduled = True
