@@ -499,8 +499,11 @@ class PeerConnection:
                 self.frames_in += 1
                 self.bytes_in += len(frame)
                 for event in session.receive(frame, time.time()):
-                    if self.state is not ConnectionState.OPEN:
-                        break  # closing: drain what is left, hand nothing more out
+                    # Messages that arrived whole are handed out even while the
+                    # link closes (the peer may have closed right after sending):
+                    # nothing received is lost. Control answers stop at once.
+                    if self.state is ConnectionState.CLOSED:
+                        break
                     if isinstance(event, MessageReceived):
                         msg = event.message
                         if self._requests and msg.reply_to and self._take_reply(msg):
@@ -511,10 +514,11 @@ class PeerConnection:
                     elif isinstance(event, PingReceived):
                         # answered inline: a peer that pings but never reads
                         # stalls only its own read loop, until the write timeout
-                        try:
-                            await self._send_frame(event.reply)
-                        except ConnectionClosedError:
-                            pass
+                        if self.state is ConnectionState.OPEN:
+                            try:
+                                await self._send_frame(event.reply)
+                            except ConnectionClosedError:
+                                pass
                         if deliver_control:
                             result = owner.deliver(self, event.message)
                             if result is not None:
@@ -537,6 +541,7 @@ class PeerConnection:
                         self._start_close(event.reason, event.code, send_disconnect=False, by_peer=True)
                     elif isinstance(event, Proven):
                         owner.connection_proven(self)
+                        self.start_timer()  # from the proof deadline to the keepalive schedule
                     elif isinstance(event, FrameDropped):
                         owner.frame_dropped(self, event)
         except ConnectionClosed:

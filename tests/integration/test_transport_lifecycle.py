@@ -194,3 +194,33 @@ async def test_stopping_under_load_does_not_flood_the_log(make_node, caplog):
     await asyncio.wait_for(task, 5)
     noisy = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     assert len(noisy) <= 3, [r.getMessage() for r in noisy[:5]]
+
+
+async def test_messages_sent_right_before_a_close_are_all_delivered(make_node):
+    # cause: the receiver's pong to the proof ping failed on the closing socket,
+    # and the read loop dropped the frames it had already read. Fix: frames that
+    # arrived whole are handed out while the link closes.
+    inbox = Inbox()
+    b = await make_node("b", handler=inbox, rate_limit_burst=None)
+    a = await make_node("a")
+    conn = await a.connect(b.address)
+    for i in range(30):
+        await conn.send(Message.new("n", a.node.node_id, conn.peer_id, {"i": i}))
+    await conn.graceful_close("done")
+    got = [(await inbox.get(timeout=3)).payload["i"] for _ in range(30)]
+    assert got == list(range(30))
+
+
+async def test_an_inbound_link_is_pinged_at_the_ping_interval_once_proven(make_node):
+    # cause: the timer armed for the proof deadline (ping_interval + pong_timeout)
+    # was not re-armed at the proof, so the first keepalive came late. Fix: re-arm.
+    b = await make_node("b", ping_interval=0.3, pong_timeout=5.0)
+    pings = Inbox()
+    a = await make_node("a", handler=pings, deliver_control_messages=True)
+    started = asyncio.get_running_loop().time()
+    await a.connect(b.address)
+    first = await pings.get(timeout=3)
+    while first.type != "ping":  # the pong to our own proof ping comes first
+        first = await pings.get(timeout=3)
+    assert first.from_ == b.node.node_id
+    assert asyncio.get_running_loop().time() - started < 1.5
