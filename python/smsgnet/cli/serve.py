@@ -91,6 +91,8 @@ def _config(args: argparse.Namespace) -> TransportConfig:
         max_conns=args.max_conns,
         rate_limit_burst=burst,
         rate_limit_per_sec=per_sec if per_sec is not None else DEFAULTS.rate_limit_per_sec,
+        # the replay table lives beside the identity: no frame is accepted twice across restarts
+        state_dir=str(args.state or default_state_dir()),
     )
 
 
