@@ -37,8 +37,10 @@ import codecs
 import collections
 import http
 import logging
+import os
 import socket
 import ssl as ssl_module
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Union, cast
@@ -51,9 +53,9 @@ from websockets.exceptions import (
     ConnectionClosedOK,
     InvalidState,
 )
-from websockets.frames import BINARY, CONT, OK_CLOSE_CODES, TEXT, CloseCode, Frame
+from websockets.frames import BINARY, CONT, OK_CLOSE_CODES, TEXT, CloseCode, apply_mask
 from websockets.http11 import SERVER, USER_AGENT, Request, Response
-from websockets.protocol import CLOSED, CLOSING, CONNECTING, OPEN, State
+from websockets.protocol import CLIENT, CLOSED, CONNECTING, OPEN, State
 from websockets.server import ServerProtocol
 from websockets.typing import Origin
 from websockets.uri import parse_uri
@@ -77,7 +79,12 @@ Data = Union[str, bytes]
 AnyProtocol = Union[ServerProtocol, ClientProtocol]
 ProcessRequest = Callable[["WireConnection", Request], Union[Response, None, Awaitable[Union[Response, None]]]]
 
-_utf8 = codecs.getdecoder("utf-8")
+_utf8_decode = codecs.utf_8_decode  # (data, "strict", True): final, so a cut character is an error
+_TEXT = 0x80 | TEXT  # FIN + opcode
+_BINARY = 0x80 | BINARY
+_pack2 = struct.Struct("!BB").pack
+_pack4 = struct.Struct("!BBH").pack
+_pack10 = struct.Struct("!BBQ").pack
 
 
 class WireConnection(asyncio.Protocol):
@@ -136,6 +143,11 @@ class WireConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._eof_written = False
+        self._masking = protocol.side is CLIENT
+        self._mask_pool = b""
+        self._mask_at = 0
+        # frames are built here unless the protocol must see them (debug logs, extensions)
+        self._framing_by_protocol = bool(protocol.debug)
         #: ``transport.write`` calls made so far (one per flush: what coalescing saves shows here).
         self.write_calls = 0
         # lifecycle
@@ -254,7 +266,7 @@ class WireConnection(asyncio.Protocol):
             elif opcode is TEXT:
                 if frame.fin:
                     try:
-                        queue.append(_utf8(frame.data)[0])
+                        queue.append(_utf8_decode(frame.data, "strict", True)[0])
                     except UnicodeDecodeError as e:
                         self._fail(CloseCode.INVALID_DATA, f"{e.reason} at position {e.start}", e)
                         break
@@ -273,7 +285,7 @@ class WireConnection(asyncio.Protocol):
                     data = b"".join(fragments)
                     if self._fragment_text:
                         try:
-                            queue.append(_utf8(data)[0])
+                            queue.append(_utf8_decode(data, "strict", True)[0])
                         except UnicodeDecodeError as e:
                             self._fail(CloseCode.INVALID_DATA, f"{e.reason} at position {e.start}", e)
                             break
@@ -314,22 +326,14 @@ class WireConnection(asyncio.Protocol):
         write buffer is above its high-water mark. Raises
         :class:`~websockets.exceptions.ConnectionClosed` once the connection is
         closing or closed (after waiting for it to close, as websockets does)."""
-        protocol = self.protocol
-        if protocol.state is not OPEN:
+        if self.protocol.state is not OPEN:
             await self._raise_not_open()
-        if isinstance(message, str):
-            data = message.encode()
-            if text is False:
-                protocol.send_binary(data)
-            else:
-                protocol.send_text(data)
-            size = len(data)
+        if type(message) is bytes:
+            size = self._put(_TEXT if text else _BINARY, message)  # type: ignore[arg-type]
+        elif isinstance(message, str):
+            size = self._put(_BINARY if text is False else _TEXT, message.encode())
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            if text:
-                protocol.send_text(message)
-            else:
-                protocol.send_binary(message)
-            size = len(message)
+            size = self._put(_TEXT if text else _BINARY, bytes(message))
         elif isinstance(message, dict):
             raise TypeError("data is a dict-like object")
         elif isinstance(message, Iterable):
@@ -345,40 +349,77 @@ class WireConnection(asyncio.Protocol):
         buffer is above its high-water mark (then ``await drain()`` before
         queuing more); raises :class:`~websockets.exceptions.ConnectionClosed`
         when the connection is not open."""
-        protocol = self.protocol
-        if protocol.state is not OPEN:
+        if self.protocol.state is not OPEN:
             raise self._not_open_exc()
-        if type(message) is str:
-            data = message.encode()  # type: ignore[union-attr]
-            if text is False:
-                protocol.send_binary(data)
-            else:
-                protocol.send_text(data)
-        elif text:
-            protocol.send_text(message)  # type: ignore[arg-type]
+        if type(message) is bytes:
+            size = self._put(_TEXT if text else _BINARY, message)
+        elif isinstance(message, str):
+            size = self._put(_BINARY if text is False else _TEXT, message.encode())
         else:
-            protocol.send_binary(message)  # type: ignore[arg-type]
-        self._after_send(len(message))
+            size = self._put(_TEXT if text else _BINARY, bytes(message))
+        self._after_send(size)
         return not self._write_paused
 
     async def send_many(self, messages: Iterable[bytes | str], text: bool | None = None) -> None:
-        """Send several messages (each in its own frame) in order; they leave in one write."""
-        protocol = self.protocol
-        if protocol.state is not OPEN:
+        """Send several messages (each in its own frame) in order; they leave
+        in one write. Waits like :meth:`send`, once, after queuing them all."""
+        if self.protocol.state is not OPEN:
             await self._raise_not_open()
         size = 0
-        send_text, send_binary = protocol.send_text, protocol.send_binary
+        put = self._put
         for message in messages:
-            if type(message) is str:
-                data = message.encode()  # type: ignore[union-attr]
-                (send_binary if text is False else send_text)(data)
+            if type(message) is bytes:
+                size += put(_TEXT if text else _BINARY, message)
+            elif isinstance(message, str):
+                size += put(_BINARY if text is False else _TEXT, message.encode())
             else:
-                data = message  # type: ignore[assignment]
-                (send_text if text else send_binary)(data)
-            size += len(data)
+                size += put(_TEXT if text else _BINARY, bytes(message))
         self._after_send(size)
         if self._write_paused:
             await self._drain()
+
+    def _put(self, first: int, data: bytes) -> int:
+        """Append one whole frame (``first``: FIN + opcode) to the protocol's
+        writes; returns the payload size. The bytes are exactly what
+        ``Frame.serialize`` makes without extensions (which smsgnet.wire never
+        negotiates); with debug logging on, the protocol makes them itself so
+        that it can log them."""
+        protocol = self.protocol
+        if self._framing_by_protocol or protocol.extensions:
+            if protocol.expect_continuation_frame:  # pragma: no cover - fragments are sent whole
+                raise InvalidState("a fragmented message is being sent")
+            (protocol.send_text if first == _TEXT else protocol.send_binary)(data)
+            return len(data)
+        n = len(data)
+        writes = protocol.writes
+        if self._masking:
+            if n < 126:
+                head = _pack2(first, 0x80 | n)
+            elif n < 65536:
+                head = _pack4(first, 0xFE, n)
+            else:
+                head = _pack10(first, 0xFF, n)
+            at = self._mask_at
+            pool = self._mask_pool
+            if at >= len(pool):
+                pool = self._mask_pool = os.urandom(4096)  # one system call per 1,024 frames
+                at = 0
+            key = pool[at:at + 4]
+            self._mask_at = at + 4
+            writes.append(head + key)
+            if n:
+                writes.append(apply_mask(data, key))
+        else:
+            if n < 126:
+                head = _pack2(first, n)
+            elif n < 65536:
+                head = _pack4(first, 126, n)
+            else:
+                head = _pack10(first, 127, n)
+            writes.append(head)
+            if n:
+                writes.append(data)
+        return n
 
     def _send_fragments(self, chunks: Iterable[Data], text: bool | None) -> int:
         protocol = self.protocol

@@ -8,6 +8,7 @@ bounded; nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import ssl
@@ -176,6 +177,7 @@ async def test_text_and_binary_both_ways_in_order(net: Net, server_kind: str, cl
     assert await c.recv() == b"as binary"
     messages: list[str | bytes] = [f"t{i}" if i % 2 else f"b{i}".encode() for i in range(500)]
     messages += ["", b"", "é ✓ 𝄞", b"\xff" * 70_000, "y" * 200_000]
+    messages += [bytes([n % 251]) * n for n in (125, 126, 127, 65535, 65536, 65537)]  # length encodings
     for m in messages:
         await c.send(m)
     echoed = [await asyncio.wait_for(c.recv(), 5) for _ in messages]
@@ -200,6 +202,19 @@ async def test_fragmented_messages_arrive_whole(net: Net, server_kind: str, clie
     await c.send([b"a", b"b"])
     await c.send("after")
     assert [await asyncio.wait_for(c.recv(), 5) for _ in range(4)] == ["fragmented ✓", "café", b"ab", "after"]
+
+
+@pytest.mark.parametrize("server_kind,client_kind", PAIRS, ids=PAIR_IDS)
+async def test_with_debug_logging_the_protocol_builds_the_frames(
+        net: Net, server_kind: str, client_kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="websockets"):
+        url = await net.start(server_kind, echo)
+        c = await net.dial(client_kind, url)
+        for m in ["logged", b"\x00" * 300]:
+            await c.send(m)
+            assert await asyncio.wait_for(c.recv(), 5) == m
+    assert any("> TEXT 'logged'" in r.getMessage() for r in caplog.records if r.name == "websockets.client")
+    assert any("> TEXT 'logged'" in r.getMessage() for r in caplog.records if r.name == "websockets.server")
 
 
 async def test_frames_right_behind_the_upgrade_request_are_delivered(net: Net) -> None:
@@ -260,7 +275,8 @@ async def test_wire_client_refuses_oversize_with_1009(net: Net) -> None:
     assert await asyncio.wait_for(closed, 5) == 1009
 
 
-async def test_invalid_utf8_in_a_text_frame_closes_1007_after_the_messages_before_it(net: Net) -> None:
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b"caf\xc3", [b"caf", b"\xc3"]], ids=["invalid", "cut", "cut-fragments"])
+async def test_invalid_utf8_in_a_text_frame_closes_1007_after_the_messages_before_it(net: Net, bad: Any) -> None:
     got: list[Any] = []
 
     async def handler(ws: Any) -> None:
@@ -270,7 +286,7 @@ async def test_invalid_utf8_in_a_text_frame_closes_1007_after_the_messages_befor
     url = await net.start("wire", handler)
     c = await net.dial("websockets", url)
     await c.send("fine")
-    await c.send(b"\xff\xfe", text=True)
+    await c.send(bad, text=True)
     with pytest.raises(ConnectionClosedError) as e:
         await asyncio.wait_for(c.recv(), 5)
     assert e.value.rcvd is not None and e.value.rcvd.code == 1007
