@@ -164,6 +164,8 @@ class Transport:
         #: Live links the peer closed as dial-race losers, until the link it kept proves itself.
         self._handover: dict[str, PeerConnection] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: The websockets server's handler tasks running our inbound read loops.
+        self._inbound_tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -305,6 +307,10 @@ class Transport:
                 *(c.graceful_close("server shutdown", DisconnectCode.SHUTDOWN) for c in conns),
                 return_exceptions=True,
             )
+            # every link is closed: a handler still running (awaited by its read
+            # loop) must not hold stop() up
+            for task in list(self._inbound_tasks):
+                task.cancel()
             await self._acceptor.close()
             current = asyncio.current_task()
             for task in list(self._tasks):
@@ -591,7 +597,14 @@ class Transport:
         for victim in self._table.add_pending(ws, conn):
             self._evict(victim)
         conn.start_timer()  # the proof deadline
-        await conn.run()
+        task = asyncio.current_task()
+        if task is not None:
+            self._inbound_tasks.add(task)
+        try:
+            await conn.run()
+        finally:
+            if task is not None:
+                self._inbound_tasks.discard(task)
 
     def _evict(self, victim: object) -> None:
         """Close a socket that must give way: pending proof, or mid-handshake."""
