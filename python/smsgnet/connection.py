@@ -511,39 +511,17 @@ class PeerConnection:
                         result = owner.deliver(self, msg)
                         if result is not None:
                             await result
-                    elif isinstance(event, PingReceived):
-                        # answered inline: a peer that pings but never reads
-                        # stalls only its own read loop, until the write timeout
-                        if self.state is ConnectionState.OPEN:
-                            try:
-                                await self._send_frame(event.reply)
-                            except ConnectionClosedError:
-                                pass
-                        if deliver_control:
-                            result = owner.deliver(self, event.message)
-                            if result is not None:
-                                await result
-                    elif isinstance(event, PongReceived):
-                        if event.rtt_ms is not None:
-                            self.ping_ms = event.rtt_ms
-                        owner.pong_received(self, event.rtt_ms)
-                        if self._requests and self._take_reply(event.message):
-                            continue
-                        if deliver_control:
-                            result = owner.deliver(self, event.message)
-                            if result is not None:
-                                await result
-                    elif isinstance(event, PeerDisconnected):
-                        if deliver_control:
-                            result = owner.deliver(self, event.message)
-                            if result is not None:
-                                await result
-                        self._start_close(event.reason, event.code, send_disconnect=False, by_peer=True)
+                    elif isinstance(event, FrameDropped):
+                        owner.frame_dropped(self, event)
                     elif isinstance(event, Proven):
                         owner.connection_proven(self)
                         self.start_timer()  # from the proof deadline to the keepalive schedule
-                    elif isinstance(event, FrameDropped):
-                        owner.frame_dropped(self, event)
+                    else:
+                        control = await self._on_control(event)
+                        if control is not None and deliver_control:
+                            result = owner.deliver(self, control)
+                            if result is not None:
+                                await result
         except ConnectionClosed:
             pass
         except asyncio.CancelledError:
@@ -564,6 +542,26 @@ class PeerConnection:
                     reason = f"connection closed by peer: {clip(rcvd.reason, 120)}"
                 self._start_close(reason, close_code, send_disconnect=False, by_peer=True)
             await self.wait_closed()
+
+    async def _on_control(self, event: PingReceived | PongReceived | PeerDisconnected) -> Message | None:
+        """Act on a ping, pong or disconnect; the message, unless a request took it."""
+        if isinstance(event, PingReceived):
+            # answered inline: a peer that pings but never reads stalls only
+            # its own read loop, until the write timeout
+            if self.state is ConnectionState.OPEN:
+                try:
+                    await self._send_frame(event.reply)
+                except ConnectionClosedError:
+                    pass
+        elif isinstance(event, PongReceived):
+            if event.rtt_ms is not None:
+                self.ping_ms = event.rtt_ms
+            self._owner.pong_received(self, event.rtt_ms)
+            if self._requests and self._take_reply(event.message):
+                return None
+        else:
+            self._start_close(event.reason, event.code, send_disconnect=False, by_peer=True)
+        return event.message
 
     def __repr__(self) -> str:
         d = "out" if self.outbound else "in"
