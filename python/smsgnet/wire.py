@@ -1,20 +1,57 @@
 """WebSocket connections over websockets' sans-I/O protocol, under a bare ``asyncio.Protocol``.
 
-The same calls as the part of ``websockets.asyncio`` that smsgnet uses
-(:func:`connect`, :func:`serve`, ``recv``/``send``/``close``/``async for``), with
-a cheaper data path:
+Integration (the switch is imports only; checked by running tests/integration,
+tests/operations and tests/cli on a copy with exactly these edits)::
+
+    acceptor.py    from websockets.asyncio.server import Server, ServerConnection, serve
+               ->  from smsgnet.wire import Server, ServerConnection, serve
+    dialer.py      from websockets.asyncio.client import ClientConnection
+                   from websockets.asyncio.client import connect as ws_connect
+               ->  from smsgnet.wire import ClientConnection
+                   from smsgnet.wire import connect as ws_connect
+    transport.py   from websockets.asyncio.connection import Connection
+    connection.py  (under TYPE_CHECKING) the same line
+               ->  from smsgnet.wire import WireConnection as Connection
+
+The exception imports stay (``websockets.exceptions``: the same classes are
+raised). What connection.py reads is unchanged: ``ws.protocol.close_rcvd``
+(``protocol`` is websockets' own ``ServerProtocol``/``ClientProtocol``),
+``ws.transport`` (the asyncio transport), ``ws.remote_address``. Differences
+that matter to connection.py:
+
+* Frames sent in the current loop iteration wait in ``ws.protocol.writes``
+  (up to one high-water mark, 32 KiB) and are *not* in
+  ``transport.get_write_buffer_size()``; ``ws.write_buffer_size()`` counts
+  both. ``_send_frame``'s fast-path test and its ``max_send_queue_bytes``
+  check should use ``ws.write_buffer_size()``: with the transport's figure a
+  "fast" send can still end up waiting for the peer, outside the write
+  deadline (the close timer still bounds it once the link is closed).
+* ``send()`` queues the frame synchronously, before it can wait, so
+  concurrent sends never interleave and keep call order: ``_write_lock`` is
+  no longer needed. ``send_nowait(frame)`` (False when the transport is
+  paused) plus ``await drain()`` under the write deadline is the lock-free,
+  timer-free form of the fast path.
+* ``close()`` is bounded by ``close_timeout`` by itself (CLOSE_TIMEOUT around
+  it is harmless); ``server.close()`` stops accepting before it returns.
+* Errors of a server handler are logged on ``smsgnet.wire``, not
+  ``websockets.server``. With websockets' loggers at DEBUG (``-vvv``) frames
+  are still logged: the protocol then builds them itself (slower).
+
+Design. The same calls as the part of ``websockets.asyncio`` that smsgnet
+uses, with a cheaper data path:
 
 * **Receiving.** Each ``data_received`` chunk is fed to the protocol once; the
   frames it yields become messages (fragments joined, text decoded) in one
   deque, handed out in order. ``recv()`` takes from the deque without a future
   when something is waiting; one future is made only when it has to wait.
-* **Sending.** ``send()`` serialises the frame into the protocol's write list
-  and returns; everything produced in one loop iteration leaves in one
-  ``transport.write`` (a flush scheduled with ``call_soon``, or sooner: when
-  a received chunk produced protocol output such as a pong or a close, when
-  ``recv()`` finds nothing left to read and is about to wait, and when the
-  unwritten bytes pass the high-water mark). ``send()`` waits only while the
-  transport's write buffer is above its high-water mark (``pause_writing`` /
+* **Sending.** ``send()`` appends the whole frame to the protocol's write list
+  (built here, byte for byte what ``Frame.serialize`` makes) and returns;
+  everything produced in one loop iteration leaves in one ``transport.write``
+  (a flush scheduled with ``call_soon``, or sooner: when a received chunk
+  produced protocol output such as a pong or a close, when ``recv()`` finds
+  nothing left to read and is about to wait, and when the unwritten bytes
+  pass the high-water mark). ``send()`` waits only while the transport is
+  paused (its buffer went above the high-water mark: ``pause_writing`` /
   ``resume_writing``).
 * **Backpressure in.** When more than ``max_queue`` messages wait unread,
   reading from the socket pauses; it resumes at ``max_queue // 4``.
@@ -23,11 +60,16 @@ a cheaper data path:
   the closing handshake. websockets enforces that deadline only while someone
   is waiting in ``send()``/``close()``; here it always holds.
 
-Not reproduced (deliberately): keepalive pings (``ping_interval`` must be
-None; the session does its own), compression, proxies, redirects on
-connect, ``process_response``, subprotocols/origins/extensions, ``ping()``,
-``recv_streaming()``, sending from asynchronous iterables. ``max_queue`` counts
-whole messages, not frames.
+Not reproduced: keepalive pings (``ping_interval`` must be None, else
+ValueError; smsgnet's session pings), ``compression`` and ``proxy`` (must be
+None), redirects (a 3xx raises InvalidStatus), ``ssl=None`` on ``wss://``
+(means a default context; websockets raises), ``process_response``,
+``origins``, subprotocols, extensions, extra headers, ``ping()``,
+``latency``, ``recv_streaming()``, sending from asynchronous iterables,
+``broadcast``, ``unix_*``, ``basic_auth``/routing. :func:`connect` and
+:func:`serve` are plain coroutines: ``await`` them (``async with await
+serve(...)`` works; ``async with connect(...)`` and ``async for ws in
+connect(...)`` do not). ``max_queue`` counts whole messages, not frames.
 """
 
 from __future__ import annotations
