@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -77,22 +78,27 @@ async def measure(kind: str, port: int, opts: argparse.Namespace) -> dict[str, A
     payload = "x" * opts.size
     window = opts.window
     inflight = 0
+    sent = 0
     received = 0
+    wrong = 0
     stop = False
     room = asyncio.Event()
 
     async def sender() -> None:
-        nonlocal inflight
+        nonlocal inflight, sent
         while not stop:
             while inflight < window and not stop:
                 inflight += 1
+                sent += 1
                 await ws.send(payload)
             room.clear()
             await room.wait()
 
     async def receiver() -> None:
-        nonlocal inflight, received
-        async for _ in ws:
+        nonlocal inflight, received, wrong
+        async for message in ws:
+            if message != payload:
+                wrong += 1
             inflight -= 1
             received += 1
             if inflight < window:
@@ -109,7 +115,12 @@ async def measure(kind: str, port: int, opts: argparse.Namespace) -> dict[str, A
     stop = True
     room.set()
     await asyncio.wait_for(send_task, 10)
-    await asyncio.wait_for(recv_task, 30)
+    if inflight == 0:  # nothing left to come back: the receiver would wait forever
+        recv_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(recv_task, 30)
+    if received != sent or wrong:
+        raise SystemExit(f"{kind}: sent {sent}, echoed {received}, {wrong} echoes differ")
 
     rtts = []
     ping = "p" * 16
