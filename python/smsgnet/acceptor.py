@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -29,6 +28,7 @@ from smsgnet.identity import NodeManager
 from smsgnet.logsafe import WarningLimiter, clip
 from smsgnet.registry import PeerRegistry
 from smsgnet.table import ConnectionTable
+from smsgnet.wire import Server, ServerConnection, serve
 
 __all__ = ["Acceptor", "AcceptStats"]
 

@@ -1,6 +1,6 @@
 """One encrypted connection to one peer: a socket, a session and an owner.
 
-``PeerConnection`` moves frames between a ``websockets`` connection and a
+``PeerConnection`` moves frames between a WebSocket (:mod:`smsgnet.wire`) and a
 :class:`~smsgnet.session.Session` (which holds the protocol: proof of key,
 ping/pong, disconnect, keepalive timing); it holds no crypto and no rules of
 its own. What happens to the connection in the node (live, pending,
@@ -52,7 +52,7 @@ from smsgnet.session import (
 )
 
 if TYPE_CHECKING:
-    from websockets.asyncio.connection import Connection
+    from smsgnet.wire import WireConnection as Connection
 
     from smsgnet.config import TransportConfig
 
@@ -177,12 +177,10 @@ class PeerConnection:
         #: The live link that took this one's place after a dial race or a
         #: duplicate dial; :meth:`send` on this connection goes there.
         self.superseded_by: PeerConnection | None = None
-        self._write_lock = asyncio.Lock()
         self._closed = asyncio.Event()
         self._close_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._requests: dict[str, asyncio.Future[Message]] = {}
-        self._waiting_bytes = 0
         self.bytes_in = 0
         self.bytes_out = 0
         self.frames_in = 0
@@ -234,8 +232,8 @@ class PeerConnection:
     async def send(self, msg: Message) -> None:
         """Encrypt and send one message.
 
-        Writers are serialised; a write (including its wait for earlier
-        writes) that takes longer than the configured write timeout closes the
+        Frames leave in call order; when the socket's buffer is full the send
+        waits, and a wait longer than the configured write timeout closes the
         connection and raises :class:`ConnectionClosedError`, as does sending
         on a closed connection. A message that cannot be sealed raises
         :class:`~smsgnet.SealError` (empty type, payload not JSON) or
@@ -245,9 +243,10 @@ class PeerConnection:
         :class:`~smsgnet.SendQueueFull`; in those cases nothing was sent and
         the connection stays up.
 
-        Cancellation: a send cancelled before its write starts (while it waits
-        for earlier writers) is not sent; once the frame is handed to the
-        socket it will be delivered. A connection that lost a dial race or
+        Cancellation: the frame is handed to the socket before the first
+        ``await`` (it waits afterwards only for the buffer to drain), so a send
+        that has started running will be delivered even if it is cancelled
+        while it waits; one cancelled before it started is not sent. A connection that lost a dial race or
         turned out to duplicate a live link forwards to that link.
         """
         if not msg.from_:
@@ -321,31 +320,20 @@ class PeerConnection:
         if self.state is not ConnectionState.OPEN and not allow_closing:
             raise self._closed_error()
         config = self._owner.config
-        timeout = config.write_timeout
-        lock = self._write_lock
-        transport = self._ws.transport
-        if bounded and transport is not None:
-            queued = self._waiting_bytes + transport.get_write_buffer_size()
+        ws = self._ws
+        if bounded:
+            queued = ws.write_buffer_size()
             if queued + len(frame) > config.max_send_queue_bytes:
                 raise SendQueueFull(f"{queued} bytes already waiting to be written to {self.peer_id} "
                                     f"(max_send_queue_bytes {config.max_send_queue_bytes}); not sent")
+        timeout = config.write_timeout
         try:
-            if (not lock.locked() and transport is not None
-                    and transport.get_write_buffer_size() + len(frame) < transport.get_write_buffer_limits()[1]):
-                # Fast path: nobody else is writing and the frame fits under
-                # the transport's high-water mark, so the write cannot block
-                # and needs no timer.
-                async with lock:
-                    await self._ws.send(frame)
-            else:
-                # The deadline covers the wait for earlier writers too.
-                self._waiting_bytes += len(frame)
-                try:
-                    async with asyncio.timeout(timeout):
-                        async with lock:
-                            await self._ws.send(frame)
-                finally:
-                    self._waiting_bytes -= len(frame)
+            # The frame is queued at once, in call order, and leaves with this
+            # loop iteration's write. Only when the socket's buffer is above its
+            # high-water mark do we wait, under the write deadline.
+            if not ws.send_nowait(frame):
+                async with asyncio.timeout(timeout):
+                    await ws.drain()
         except TimeoutError:
             log.warning("write to %s timed out after %.1fs; closing", self.peer_id, timeout)
             self._start_close("write timeout", DisconnectCode.TIMEOUT, send_disconnect=False)

@@ -11,8 +11,6 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from smsgnet.config import TransportConfig
@@ -24,6 +22,8 @@ from smsgnet.exceptions import (
 )
 from smsgnet.handshake import HandshakeResult, Initiator
 from smsgnet.identity import NodeManager
+from smsgnet.wire import ClientConnection
+from smsgnet.wire import connect as ws_connect
 
 __all__ = ["Dialer", "build_url", "CLOSE_TIMEOUT"]
 

@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from websockets.asyncio.connection import Connection
 
 from smsgnet.acceptor import Acceptor
 from smsgnet.config import TransportConfig
@@ -52,6 +51,7 @@ from smsgnet.registry import Peer, PeerRegistry
 from smsgnet.replay import ReplayGuard
 from smsgnet.session import FrameDropped, Session, make_deduplicator
 from smsgnet.table import Adoption, ConnectionTable, Outcome
+from smsgnet.wire import WireConnection as Connection
 
 __all__ = ["Transport", "TransportStats", "MessageHandler", "ConnectionHandler", "build_url"]
 
