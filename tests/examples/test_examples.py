@@ -148,3 +148,13 @@ def test_chat_reads_stdin():
 def test_examples_have_help(script):
     r = run(f"examples/{script}", "--help")
     assert r.returncode == 0 and r.stdout.startswith("usage:")
+
+
+def test_the_examples_and_the_readme_example_pass_mypy_strict(tmp_path):
+    # issue 9: user code written from the README type-checks under --strict
+    import subprocess
+    import sys
+    files = sorted(str(p) for p in EXAMPLES.glob("*.py"))
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports",
+                        "--cache-dir", str(tmp_path / "cache"), *files], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
