@@ -12,7 +12,7 @@ import pytest
 
 from smsgnet.cli import build_parser, main
 
-SUBCOMMANDS = ["keygen", "serve", "ping", "send", "demo"]
+SUBCOMMANDS = ["keygen", "serve", "ping", "send", "bench", "demo"]
 
 
 def closed_port() -> int:
@@ -24,7 +24,7 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("addr", ["nonsense", "127.0.0.1", "127.0.0.1:99999", "127.0.0.1:0", ":9091",
                                   "::1:9091", "http://127.0.0.1:9091/ws", "ws://:9091/ws"])
-@pytest.mark.parametrize("command", ["ping", "send"])
+@pytest.mark.parametrize("command", ["ping", "send", "bench"])
 def test_bad_address_is_a_one_line_usage_error(cli, command, addr):
     extra = ["--type", "x"] if command == "send" else []
     r = cli(command, addr, *extra)

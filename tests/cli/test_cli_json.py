@@ -133,7 +133,7 @@ def message_lines(server, n: int) -> list[dict]:
 def test_serve_json_prints_one_line_per_message(serve, cli, tmp_path):
     me = json.loads(cli("keygen", "--state", str(tmp_path / "me"), "--json").stdout)
     server = serve("--json", "--echo")
-    assert set(server.info) == {"id", "publicKey", "listen", "url"}  # the startup line is unchanged
+    assert set(server.info) == {"id", "publicKey", "listen", "url", "loop"}  # the startup line is unchanged
     # pings and pongs are not application messages: no line for them
     assert cli("ping", server.addr, "--count", "2", "--interval", "0").returncode == 0
     sent = []

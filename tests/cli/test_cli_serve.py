@@ -10,12 +10,13 @@ import uuid
 import pytest
 from selfsigned import make_certificate
 
-from smsgnet import ConnectionState, NodeManager, Transport, TransportConfig
+from smsgnet import ConnectionState, Message, NodeManager, Transport, TransportConfig
 
 
 def test_serve_prints_one_json_line_then_ping_gets_every_pong(serve, cli):
     server = serve()
-    assert set(server.info) == {"id", "publicKey", "listen", "url"}
+    assert set(server.info) == {"id", "publicKey", "listen", "url", "loop"}
+    assert server.info["loop"] in ("asyncio", "uvloop")
     host, port = server.info["listen"].rsplit(":", 1)
     assert host == "127.0.0.1" and int(port) > 0  # the real port, not 0
     assert server.info["url"] == f"ws://127.0.0.1:{port}/ws"
@@ -158,6 +159,10 @@ async def test_signal_stops_serve_cleanly_and_peers_get_1004(serve, sig):
     try:
         conn = await client.connect(server.addr, expect_key=server.info["publicKey"])
         assert conn.proven
+        # The initiator's proof is the handshake's last message: connect() returns before the
+        # server has read it. A round trip makes sure the server counts this peer (a signal
+        # that came first would close a link the server never proved: close code 1001).
+        await conn.request(Message.ping(client.node.node_id, conn.peer_id), timeout=10)
         server.signal(sig)
         await asyncio.wait_for(conn.wait_closed(), 10)
         assert conn.state is ConnectionState.CLOSED

@@ -1,4 +1,4 @@
-"""The ``smsgnet`` command: ``keygen``, ``serve``, ``ping``, ``send`` and ``demo``.
+"""The ``smsgnet`` command: ``keygen``, ``serve``, ``ping``, ``send``, ``bench`` and ``demo``.
 
 Every subcommand has ``--help``. Exit codes: 0 success, 1 runtime failure
 (unreachable peer, refused handshake, unreadable identity, no reply in time),
@@ -9,7 +9,9 @@ only results, as JSON with ``--json``.
 Layout: :mod:`~smsgnet.cli.arguments` defines every shared option once;
 :mod:`~smsgnet.cli.output` prints results and errors; one module per command
 (:mod:`~smsgnet.cli.keygen`, :mod:`~smsgnet.cli.serve`,
-:mod:`~smsgnet.cli.client` for ``ping`` and ``send``, :mod:`~smsgnet.cli.demo`).
+:mod:`~smsgnet.cli.client` for ``ping`` and ``send``, :mod:`~smsgnet.cli.bench`,
+:mod:`~smsgnet.cli.demo`); :mod:`~smsgnet.cli.loops` picks the event loop
+(``--loop asyncio|uvloop``) of ``serve`` and ``bench``.
 
 ``seal_sample`` and ``describe_frame`` are small public helpers the demo uses
 to show what an SMSG frame looks like on the wire.
@@ -21,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from smsgnet.cli import arguments, client, demo, keygen, serve
+from smsgnet.cli import arguments, bench, client, demo, keygen, serve
 from smsgnet.cli.client import client_config as _client_config  # noqa: F401  (tests check client nodes)
 from smsgnet.cli.frames import describe_frame, seal_sample
 from smsgnet.cli.output import (
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_parser(sub)
     serve.add_parser(sub)
     client.add_parsers(sub)
+    bench.add_parser(sub)
     demo.add_parser(sub)
     return parser
 

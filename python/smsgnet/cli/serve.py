@@ -19,7 +19,7 @@ from smsgnet.message import CONTROL_TYPES, Message
 from smsgnet.registry import AuthMode, PeerRegistry
 from smsgnet.transport import Transport
 
-from smsgnet.cli import arguments
+from smsgnet.cli import arguments, loops
 from smsgnet.cli.arguments import DEFAULTS
 from smsgnet.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, say_json
 from smsgnet.cli.state import default_state_dir, load_identity
@@ -30,7 +30,7 @@ log = logging.getLogger("smsgnet.cli")
 def add_parser(sub: arguments.SubParsers) -> None:
     p = arguments.add_command(
         sub, "serve", run=run, help="run a node until Ctrl-C or SIGTERM",
-        description="Run a node. Prints one JSON line {id, publicKey, listen, url} on stdout when "
+        description="Run a node. Prints one JSON line {id, publicKey, listen, url, loop} on stdout when "
                     "listening (with --json, then one line per message received), runs until "
                     "SIGINT/SIGTERM, when it disconnects every peer (code 1004), and exits 0. "
                     "The default --listen :9091 listens on EVERY interface.")
@@ -60,6 +60,7 @@ def add_parser(sub: arguments.SubParsers) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT", type=arguments.listen_address,
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (needs smsgnet[metrics]; "
                         "port 0 picks a free port)")
+    loops.add_loop(p)
     arguments.add_json(p, "after the startup line, print one JSON line {type, from, size, id} per "
                           "message received; errors as JSON")
 
@@ -119,11 +120,12 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(e), kind="MissingDependency") from None
     node = load_identity(args.state or default_state_dir(), args.name, args.role)
     registry = _registry(args)
-    return asyncio.run(_serve(node, registry, config, args))
+    loop = loops.resolve(args.loop)
+    return loops.run(_serve(node, registry, config, args, loop), loop)
 
 
 async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportConfig,
-                 args: argparse.Namespace) -> int:
+                 args: argparse.Namespace, loop_name: str = "asyncio") -> int:
     transport = Transport(node, registry, config)
     stop = asyncio.Event()
     failed = False
@@ -164,6 +166,7 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
             "publicKey": node.identity.public_key,
             "listen": f"{host}:{transport.port}",
             "url": transport.url,
+            "loop": loop_name,
         }
         if args.metrics:
             exporter = await _serve_metrics(transport, args.metrics)
