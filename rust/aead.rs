@@ -20,9 +20,7 @@ use chacha20::cipher::generic_array::GenericArray;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, CHACHA20_POLY1305};
 use zeroize::{Zeroize, Zeroizing};
 
-pub const KEY_LEN: usize = 32;
-pub const NONCE_LEN: usize = 24;
-pub const TAG_LEN: usize = 16;
+use crate::sizes::{KEY_LEN, NONCE_LEN, TAG_LEN};
 
 /// The AEAD failed: for `open`, the tag did not verify; for `seal`, the input
 /// exceeds ChaCha20's 256 GiB limit.

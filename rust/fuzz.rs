@@ -26,7 +26,8 @@ use crate::dedup::{Deduplicator, Limits};
 use crate::ratelimit::TokenBucket;
 use crate::receive::{self, DropReason, Origin, ReplayWindow, Verdict};
 use crate::rfc3339;
-use crate::smsg::{self, Cipher, NONCE_LEN};
+use crate::sizes::NONCE_LEN;
+use crate::smsg::{self, Cipher};
 
 // ---------------------------------------------------------------------------
 // The engine

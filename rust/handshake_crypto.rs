@@ -4,10 +4,12 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::sizes::MAC_LEN;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// HMAC-SHA256 of the challenge under the shared secret.
-pub fn sign_challenge(challenge: &[u8], shared_secret: &[u8]) -> [u8; 32] {
+pub fn sign_challenge(challenge: &[u8], shared_secret: &[u8]) -> [u8; MAC_LEN] {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
     let mut mac = match HmacSha256::new_from_slice(shared_secret) {
         Ok(mac) => mac,

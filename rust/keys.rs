@@ -5,9 +5,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::error::CoreError;
-
-/// Length of X25519 private keys, public keys and the shared secret.
-pub const KEY_LEN: usize = 32;
+use crate::sizes::KEY_LEN;
 
 fn to_key(bytes: &[u8], what: &'static str) -> Result<Zeroizing<[u8; KEY_LEN]>, CoreError> {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);

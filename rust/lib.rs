@@ -13,6 +13,7 @@ pub mod nonce;
 pub mod ratelimit;
 pub mod receive;
 pub mod rfc3339;
+pub mod sizes;
 pub mod smsg;
 
 #[cfg(test)]

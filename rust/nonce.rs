@@ -9,8 +9,8 @@
 use std::cell::RefCell;
 
 use crate::error::CoreError;
+use crate::sizes::NONCE_LEN;
 
-pub const NONCE_LEN: usize = 24;
 const POOL_NONCES: usize = 42;
 
 struct Pool {

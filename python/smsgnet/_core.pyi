@@ -45,6 +45,7 @@ __all__ = [
     "parse_timestamp",
     "parse_timestamp_fields",
     "drop_reasons",
+    "seal_for_all",
     "SmsgCipher",
     "TokenBucket",
     "Deduplicator",
@@ -148,12 +149,43 @@ class SmsgCipher:
         ``ValueError`` for a nonce that is not 24 bytes.
         """
 
+    def seal_marked(
+        self,
+        dedup: Deduplicator,
+        message_id: str,
+        message_json: bytes | bytearray | str,
+        *,
+        now: float | None = None,
+        nonce: bytes | None = None,
+        timestamp: int | None = None,
+    ) -> bytes:
+        """Seal ``message_json`` and ``dedup.mark(message_id, now)``, in one call.
+
+        The result is what :meth:`seal` returns, and the table afterwards is what
+        :meth:`Deduplicator.mark` leaves: a reflected copy of the message is then
+        refused from every sender. The frame is sealed first, so when sealing
+        raises (as :meth:`seal` does) nothing is marked. ``message_id`` must be
+        the message's ``id``; it is not read from the JSON. ``now`` as for
+        :meth:`Deduplicator.mark`; ``nonce`` and ``timestamp`` as for :meth:`seal`
+        (tests and vectors only).
+        """
+
     def open(self, frame: bytes | bytearray) -> bytes:
         """Open a frame and return the transport Message JSON it carries.
 
         Raises a subclass of :class:`SmsgError` for anything a peer could send
         wrong; :class:`AuthenticationFailedError` says nothing more than that.
         """
+
+def seal_for_all(ciphers: list[SmsgCipher], message_json: bytes | bytearray | str) -> list[bytes]:
+    """Seal one message for several peers in one call: frame ``i`` is what
+    ``ciphers[i].seal(message_json)`` would return, each with its own fresh nonce.
+
+    The envelope is escaped once for all of them, and the GIL is released when
+    the message size times ``len(ciphers)`` is 64 KiB or more. Raises as
+    :meth:`SmsgCipher.seal` does, before any frame is made; an empty list
+    gives ``[]``. Mark the message ID once (:meth:`Deduplicator.mark`), not per peer.
+    """
 
 # ---------------------------------------------------------------------------
 # Per-connection state

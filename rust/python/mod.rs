@@ -6,14 +6,15 @@ mod errors;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
 use std::cell::Cell;
 
 use crate::dedup::{Deduplicator as CoreDedup, Limits, SlotHint};
 use crate::ratelimit::TokenBucket as CoreBucket;
 use crate::receive::{self, Origin, ReplayWindow, Verdict};
-use crate::smsg::{self, Cipher, LARGE_FRAME, NONCE_LEN};
+use crate::sizes::NONCE_LEN;
+use crate::smsg::{self, Cipher, LARGE_FRAME};
 use crate::{handshake_crypto, keys, rfc3339};
 use errors::to_py_err;
 
@@ -113,7 +114,7 @@ fn smsg_password(shared_secret: &[u8]) -> String {
 #[pyfunction]
 fn keystream<'py>(py: Python<'py>, nonce: &[u8], length: usize) -> PyResult<Bound<'py, PyBytes>> {
     let nonce: &[u8; NONCE_LEN] =
-        nonce.try_into().map_err(|_| errors::invalid_argument("nonce must be 24 bytes"))?;
+        nonce.try_into().map_err(|_| errors::invalid_argument(format!("nonce must be {NONCE_LEN} bytes")))?;
     Ok(PyBytes::new(py, &smsg::keystream(nonce, length)))
 }
 
@@ -162,7 +163,7 @@ impl SmsgCipher {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let text = text_arg(message_json, "message_json", true)?;
         let nonce: [u8; NONCE_LEN] = match nonce {
-            Some(n) => n.try_into().map_err(|_| errors::invalid_argument(format!("nonce must be 24 bytes, got {}", n.len())))?,
+            Some(n) => n.try_into().map_err(|_| errors::invalid_argument(format!("nonce must be {NONCE_LEN} bytes, got {}", n.len())))?,
             None => smsg::random_nonce().map_err(to_py_err)?,
         };
         let timestamp = timestamp.unwrap_or_else(smsg::unix_seconds);
@@ -177,6 +178,26 @@ impl SmsgCipher {
         Ok(PyBytes::new(py, &frame))
     }
 
+    /// `seal` and `dedup.mark(message_id, now)` in one call: the frame is
+    /// sealed first, so a message that cannot be sealed marks nothing.
+    #[pyo3(signature = (dedup, message_id, message_json, *, now=None, nonce=None, timestamp=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn seal_marked<'py>(
+        &self,
+        py: Python<'py>,
+        dedup: &Bound<'py, Deduplicator>,
+        message_id: &str,
+        message_json: &Bound<'py, PyAny>,
+        now: Option<f64>,
+        nonce: Option<&[u8]>,
+        timestamp: Option<i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let now = now_or_clock(now)?;
+        let frame = self.seal(py, message_json, nonce, timestamp)?;
+        dedup.try_borrow_mut()?.inner.mark(message_id, now);
+        Ok(frame)
+    }
+
     fn open<'py>(&self, py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let frame = text_arg(frame, "frame", false)?;
         let frame = frame.as_slice();
@@ -189,6 +210,29 @@ impl SmsgCipher {
         .map_err(to_py_err)?;
         Ok(PyBytes::new(py, &body))
     }
+}
+
+/// One message sealed for several peers in one call: a fresh nonce per frame,
+/// the envelope escaped once. The GIL is released when the total input
+/// (message size × peers) is `LARGE_FRAME` or more.
+#[pyfunction]
+fn seal_for_all<'py>(
+    py: Python<'py>,
+    ciphers: Vec<Bound<'py, SmsgCipher>>,
+    message_json: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
+    let text = text_arg(message_json, "message_json", true)?;
+    let msg = text.as_slice();
+    let cores: Vec<&Cipher> = ciphers.iter().map(|c| &*c.get().inner).collect();
+    let nonces = (0..cores.len()).map(|_| smsg::random_nonce()).collect::<Result<Vec<_>, _>>().map_err(to_py_err)?;
+    let timestamp = smsg::unix_seconds();
+    let frames = if msg.len().saturating_mul(cores.len()) >= LARGE_FRAME {
+        py.allow_threads(|| smsg::seal_for_all(&cores, msg, &nonces, timestamp))
+    } else {
+        smsg::seal_for_all(&cores, msg, &nonces, timestamp)
+    }
+    .map_err(to_py_err)?;
+    PyList::new(py, frames.iter().map(|f| PyBytes::new(py, f)))
 }
 
 /// Token bucket: `burst` tokens, refilled continuously at `rate` per second.
@@ -514,6 +558,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_timestamp, m)?)?;
     m.add_function(wrap_pyfunction!(parse_timestamp_fields, m)?)?;
     m.add_function(wrap_pyfunction!(drop_reasons, m)?)?;
+    m.add_function(wrap_pyfunction!(seal_for_all, m)?)?;
     m.add_class::<SmsgCipher>()?;
     m.add_class::<TokenBucket>()?;
     m.add_class::<Deduplicator>()?;
