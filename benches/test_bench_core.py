@@ -175,3 +175,56 @@ def test_receive_1kib(benchmark, impl, receive_frames):
 
     reason, body = benchmark.pedantic(receiver.receive, setup=setup, rounds=RECEIVE_ROUNDS, iterations=1)
     assert reason == "ok" and len(body) == 1024
+
+
+# ---------------------------------------------------------------------------
+# the batch entry points vs the separate calls they replace (issue 10): each
+# pair sits in one group, so the table gives the ratio of the same run
+
+
+calls = pytest.mark.parametrize("calls", ["separate", "one_call"])
+PEERS = [2, 8, 32]
+
+
+@calls
+@pytest.mark.parametrize("size", ["64B", "1KiB"])
+def test_seal_and_mark(benchmark, calls, size):
+    """What a send does: remember the ID (so a reflection is dropped), seal."""
+    benchmark.group = f"seal + mark {size}"
+    benchmark.extra_info["bytes"] = SIZES[size]
+    cipher = _core.SmsgCipher(SECRET)
+    dedup = _core.Deduplicator(300.0, 100_000)
+    msg = MESSAGES[size]
+    ids = (f"00000000-0000-4000-8000-{i:012d}" for i in itertools.count())
+    seal, mark, seal_marked = cipher.seal, dedup.mark, cipher.seal_marked
+
+    def separate() -> bytes:
+        mark(next(ids))
+        return seal(msg)
+
+    def one_call() -> bytes:
+        return seal_marked(dedup, next(ids), msg)
+
+    frame = benchmark(separate if calls == "separate" else one_call)
+    assert cipher.open(frame) == msg and dedup.contains("00000000-0000-4000-8000-000000000000")
+
+
+@calls
+@pytest.mark.parametrize("peers", PEERS)
+@pytest.mark.parametrize("size", ["64B", "1KiB", "16KiB"])
+def test_seal_for_all(benchmark, calls, peers, size):
+    """What a broadcast does: the same message sealed for every peer."""
+    benchmark.group = f"seal for {peers} peers {size}"
+    benchmark.extra_info["bytes"] = SIZES[size] * peers
+    ciphers = [_core.SmsgCipher(bytes([i + 1]) * 32) for i in range(peers)]
+    msg = MESSAGES[size]
+    seal_for_all = _core.seal_for_all
+
+    def separate() -> list[bytes]:
+        return [c.seal(msg) for c in ciphers]
+
+    def one_call() -> list[bytes]:
+        return seal_for_all(ciphers, msg)
+
+    frames = benchmark(separate if calls == "separate" else one_call)
+    assert [c.open(f) for c, f in zip(ciphers, frames)] == [msg] * peers
