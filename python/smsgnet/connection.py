@@ -267,6 +267,16 @@ class PeerConnection:
             frame = self._session.seal_json(message_id, message_json)
         except NotConnectedError:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
+        await self.send_sealed(frame, counted=True)
+
+    async def send_sealed(self, frame: bytes, *, counted: bool = False) -> None:
+        """Send a frame already sealed for this peer (``broadcast`` seals for
+        every peer in one native call). Checks the size and the send queue
+        like :meth:`send`."""
+        if self.state is not ConnectionState.OPEN:
+            raise self._closed_error()
+        if not counted:
+            self._session.sealed_elsewhere()
         limit = self._owner.config.max_message_size
         if len(frame) > limit:
             raise MessageTooLarge(len(frame), limit)

@@ -229,9 +229,16 @@ class Session:
         holds its key."""
         if not self.proven:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet; nothing is sealed for it")
-        self.dedup.mark(message_id, now)
         self.messages_out += 1
-        return self.cipher.seal(message_json)
+        # one native call: seal, then mark the ID (a reflected copy is refused)
+        return self.cipher.seal_marked(self.dedup, message_id, message_json, now=now)
+
+    def sealed_elsewhere(self) -> None:
+        """Count a frame sealed for this peer by a batch call (``broadcast``);
+        the caller marks the ID once for all peers."""
+        if not self.proven:
+            raise NotConnectedError(f"{self.peer_id} has not proven its key yet; nothing is sealed for it")
+        self.messages_out += 1
 
     def seal(self, msg: Message, now: float | None = None) -> bytes:
         """Encode and seal a Message (``now``: the clock its ID is marked at; default the system clock)."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 
+from smsgnet import _core
 from smsgnet.acceptor import Acceptor
 from smsgnet.config import TransportConfig
 from smsgnet.connection import DUPLICATE_REASON, PeerConnection
@@ -458,7 +459,8 @@ class Transport:
     async def broadcast(self, msg: Message) -> dict[str, BaseException]:
         """Send to every live link except ``msg.from_`` (the originator).
 
-        The message is encoded once and sealed per peer; sends run
+        The message is encoded once and sealed for every peer in one native
+        call (a fresh nonce per frame); sends run
         concurrently and each is bounded by the write timeout, so one slow or
         dead peer does not hold up the others. Returns the failures by peer ID
         (empty when every send succeeded)."""
@@ -469,8 +471,11 @@ class Transport:
         if not targets:
             return {}
         encoded = msg.to_json()
+        # one mark for the message and one native call sealing it for every peer
+        frames = _core.seal_for_all([c.session.cipher for c in targets], encoded)
+        self._dedup.mark(msg.id)
         results = await asyncio.gather(
-            *(c.send_encoded(msg.id, encoded) for c in targets), return_exceptions=True
+            *(c.send_sealed(f) for c, f in zip(targets, frames)), return_exceptions=True
         )
         return {c.peer_id: r for c, r in zip(targets, results) if isinstance(r, BaseException)}
 
