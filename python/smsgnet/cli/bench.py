@@ -51,21 +51,13 @@ def add_parser(sub: arguments.SubParsers) -> None:
                    help="messages to send (default: 10000)")
     p.add_argument("--size", "-s", metavar="S", type=arguments.positive_int, default=1024,
                    help="bytes of payload data per message, ASCII (default: 1024)")
-    p.add_argument("--window", "-w", metavar="W", type=nonnegative_int, default=1000,
+    p.add_argument("--window", "-w", metavar="W", type=arguments.nonnegative_int, default=1000,
                    help="messages in flight at most; 0 = no limit (default: 1000)")
-    p.add_argument("--pings", "-p", metavar="P", type=nonnegative_int, default=100,
+    p.add_argument("--pings", "-p", metavar="P", type=arguments.nonnegative_int, default=100,
                    help="sequential ping/pong round trips after the messages (default: 100)")
     loops.add_loop(p)
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
