@@ -134,6 +134,14 @@ class PeerConnection:
     """One encrypted connection. Use :meth:`send` and :meth:`graceful_close`;
     the node runs its read loop and keepalive."""
 
+    # slots: an idle link costs its socket, its session and little else
+    __slots__ = (
+        "_owner", "_ws", "_session", "identity", "peer", "shared_secret", "outbound", "address", "remote_host",
+        "established_at", "dial_started", "state", "ping_ms", "close_code", "close_reason", "closed_by_peer",
+        "closed_locally", "superseded_by", "_closed", "_close_task", "_timer", "_requests", "bytes_in",
+        "bytes_out", "frames_in",
+    )
+
     def __init__(
         self,
         owner: ConnectionOwner,
@@ -177,7 +185,7 @@ class PeerConnection:
         #: The live link that took this one's place after a dial race or a
         #: duplicate dial; :meth:`send` on this connection goes there.
         self.superseded_by: PeerConnection | None = None
-        self._closed = asyncio.Event()
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # lighter than an Event
         self._close_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._requests: dict[str, asyncio.Future[Message]] = {}
@@ -390,7 +398,7 @@ class PeerConnection:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed."""
-        await self._closed.wait()
+        await asyncio.shield(self._closed)
 
     def close_quietly(self, reason: str = DUPLICATE_REASON) -> None:
         """Close without a ``disconnect`` message (the link was redundant)."""
@@ -453,7 +461,8 @@ class PeerConnection:
                     fut.exception()  # the request() awaiting it re-raises; no "never retrieved" noise
             self._requests.clear()
         self._owner.connection_closed(self)
-        self._closed.set()
+        if not self._closed.done():
+            self._closed.set_result(None)
 
     # -- the clock ------------------------------------------------------------------------
 

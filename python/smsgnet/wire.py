@@ -183,7 +183,7 @@ class WireConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._unwritten = 0
         self._write_paused = False
-        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._drain_waiters: list[asyncio.Future[None]] = []  # rarely used: a list, not a 600-byte deque
         self._eof_written = False
         self._masking = protocol.side is CLIENT
         self._mask_pool = b""
