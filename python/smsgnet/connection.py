@@ -93,6 +93,9 @@ DISCONNECT_SEND_TIMEOUT = 1.0
 #: (websockets' own close timeout is 2 s; a full send buffer can block longer).
 CLOSE_TIMEOUT = 3.0
 
+#: Frames this large are opened off the event loop (as the native core releases the GIL from here).
+LARGE_FRAME = 64 * 1024
+
 #: WebSocket close reason of a connection closed because the pair already has a link.
 DUPLICATE_REASON = "duplicate connection"
 
@@ -501,11 +504,19 @@ class PeerConnection:
         session = self._session
         owner = self._owner
         deliver_control = owner.config.deliver_control_messages
+        loop = asyncio.get_running_loop()
         try:
             async for frame in ws:
                 self.frames_in += 1
                 self.bytes_in += len(frame)
-                for event in session.receive(frame, time.time()):
+                if len(frame) < LARGE_FRAME:
+                    events = session.receive(frame, time.time())
+                else:
+                    # opened in a worker thread (the native open releases the GIL),
+                    # so other links keep moving; this link's order is kept because
+                    # its read loop waits for it
+                    events = await loop.run_in_executor(None, session.receive, frame, time.time())
+                for event in events:
                     # Messages that arrived whole are handed out even while the
                     # link closes (the peer may have closed right after sending):
                     # nothing received is lost. Control answers stop at once.
