@@ -179,6 +179,8 @@ class WireConnection(asyncio.Protocol):
         self._fragments: list[bytes] = []
         self._fragment_text = False
         self._read_paused = False
+        self._fast_in = False
+        self._in_buf = bytearray()
         # sending
         self._flush_scheduled = False
         self._unwritten = 0
@@ -333,6 +335,11 @@ class WireConnection(asyncio.Protocol):
                             break
                     else:
                         queue.append(data)
+        self._queued(before)
+
+    def _queued(self, before: int) -> None:
+        """Messages were added to the queue (it held ``before``): wake a reader, pause reading if full."""
+        queue = self._messages
         if len(queue) != before:
             waiter = self._recv_waiter
             if waiter is not None and not waiter.done():
@@ -641,6 +648,11 @@ class WireConnection(asyncio.Protocol):
             task.add_done_callback(server.handler_tasks.discard)
 
     def data_received(self, data: bytes) -> None:
+        if self._fast_in:
+            rest = self._read_fast(data)
+            if rest is None:
+                return
+            data = rest  # a frame the fast path does not take: the protocol parses from here on
         protocol = self.protocol
         protocol.receive_data(data)
         events = protocol.events_received()
@@ -664,6 +676,70 @@ class WireConnection(asyncio.Protocol):
         if len(events) > 1:
             # frames right behind the upgrade: queued, handed out once it completes
             self._take_frames(events[1:])
+        protocol = self.protocol
+        # The fast path starts only where the protocol's parser stands between
+        # two frames with nothing buffered, and never with debug framing.
+        self._fast_in = (protocol.state is OPEN and not protocol.reader.buffer and not self._framing_by_protocol
+                         and not protocol.extensions and isinstance(protocol.max_message_size, int))
+
+    def _read_fast(self, data: bytes) -> bytes | None:
+        """The receive fast path: whole, final, unfragmented BINARY frames
+        (every frame smsgnet exchanges after the handshake) are cut out of the
+        stream here, unmasked with websockets' C ``apply_mask``, and queued
+        without going through the protocol's generator parser. The first frame
+        of any other kind (control, text, fragment, reserved bits, a wrong mask
+        bit, over ``max_size``) ends the fast path for good: the bytes from
+        that frame on are returned for the protocol to parse, which then
+        stands between two frames as it always did. Returns None when
+        everything was taken (a partial frame waits in the buffer)."""
+        buf = self._in_buf
+        buf += data
+        n = len(buf)
+        pos = 0
+        masked = not self._masking  # a server reads masked frames, a client unmasked ones
+        limit: int = self.protocol.max_message_size  # type: ignore[assignment]  # an int: checked when the fast path starts
+        taken: list[bytes] = []
+        rest: bytes | None = None
+        while n - pos >= 2:
+            b1 = buf[pos + 1]
+            if buf[pos] != 0x82 or bool(b1 & 0x80) is not masked:
+                rest = bytes(buf[pos:])
+                break
+            length = b1 & 0x7F
+            head = pos + 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length = int.from_bytes(buf[head:head + 2], "big")
+                head += 2
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length = int.from_bytes(buf[head:head + 8], "big")
+                head += 8
+            if length > limit:
+                rest = bytes(buf[pos:])
+                break
+            body = head + 4 if masked else head
+            end = body + length
+            if end > n:
+                break
+            if masked:
+                taken.append(apply_mask(buf[body:end], buf[head:body]))
+            else:
+                taken.append(bytes(buf[body:end]))
+            pos = end
+        if rest is not None:
+            self._fast_in = False
+            buf.clear()
+        elif pos:
+            del buf[:pos]
+        if taken:
+            queue = self._messages
+            before = len(queue)
+            queue.extend(taken)
+            self._queued(before)
+        return rest
 
     def eof_received(self) -> bool | None:
         protocol = self.protocol

@@ -854,3 +854,62 @@ async def test_attributes_the_node_reads(net: Net) -> None:
     assert s.protocol.close_rcvd.code == 1000
     with pytest.raises(ConnectionClosedOK):
         c.send_nowait("closed")
+
+
+# -- the receive fast path (whole BINARY frames cut out without the protocol's parser) --------
+
+
+async def _read_frames(reader: asyncio.StreamReader, count: int) -> list[bytes]:
+    """Parse ``count`` unmasked server frames from a raw stream; their payloads."""
+    out = []
+    for _ in range(count):
+        head = await asyncio.wait_for(reader.readexactly(2), 5)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        out.append(bytes([head[0]]) + await reader.readexactly(length))
+    return out
+
+
+async def test_fast_path_frames_split_at_every_byte_arrive_whole_and_in_order(net: Net) -> None:
+    url = await net.start("wire", echo)
+    reader, writer, head = await net.raw_upgrade(url)
+    assert b"101" in head
+    payloads = [bytes([i]) * size for i, size in enumerate([0, 1, 125, 126, 127, 65535, 65536, 70000])]
+    stream = b"".join(masked(Opcode.BINARY, p) for p in payloads)
+    for i in range(0, len(stream), 997):  # odd-sized chunks: headers and masks cut anywhere
+        writer.write(stream[i:i + 997])
+        await writer.drain()
+    echoed = await _read_frames(reader, len(payloads))
+    assert [e[1:] for e in echoed] == payloads and all(e[0] == 0x82 for e in echoed)
+    slow = [b"%d" % i for i in range(5)]
+    for frame in (masked(Opcode.BINARY, p) for p in slow):  # byte by byte, each write its own chunk
+        for i in range(len(frame)):
+            writer.write(frame[i:i + 1])
+            await writer.drain()
+            await asyncio.sleep(0)
+    assert [e[1:] for e in await _read_frames(reader, len(slow))] == slow
+
+
+async def test_a_control_frame_hands_the_stream_back_to_the_protocol(net: Net) -> None:
+    url = await net.start("wire", echo)
+    reader, writer, _ = await net.raw_upgrade(url)
+    # binary frames, a ping, text, more binary: all in one write
+    writer.write(masked(Opcode.BINARY, b"one") + masked(Opcode.BINARY, b"two") + masked(Opcode.PING, b"hi")
+                 + masked(Opcode.TEXT, "trois".encode()) + masked(Opcode.BINARY, b"four"))
+    got = await _read_frames(reader, 5)
+    assert b"\x8ahi" in got  # the protocol answered the ping (at once, ahead of the echoes)
+    assert [g for g in got if g != b"\x8ahi"] == [b"\x82one", b"\x82two", b"\x81trois", b"\x82four"]
+
+
+async def test_an_oversized_frame_in_the_fast_path_closes_with_1009(net: Net) -> None:
+    url = await net.start("wire", echo, max_size=1000)
+    reader, writer, _ = await net.raw_upgrade(url)
+    writer.write(masked(Opcode.BINARY, b"ok") + masked(Opcode.BINARY, b"x" * 1001))
+    got: list[bytes] = []
+    while not got or got[-1][0] != 0x88:
+        got += await _read_frames(reader, 1)
+    assert got[-1][0] == 0x88 and int.from_bytes(got[-1][1:3], "big") == 1009
+    assert all(g == b"\x82ok" for g in got[:-1])
