@@ -700,35 +700,41 @@ class WireConnection(asyncio.Protocol):
         limit: int = self.protocol.max_message_size  # type: ignore[assignment]  # an int: checked when the fast path starts
         taken: list[bytes] = []
         rest: bytes | None = None
-        while n - pos >= 2:
-            b1 = buf[pos + 1]
-            if buf[pos] != 0x82 or bool(b1 & 0x80) is not masked:
-                rest = bytes(buf[pos:])
-                break
-            length = b1 & 0x7F
-            head = pos + 2
-            if length == 126:
-                if n - pos < 4:
+        view = memoryview(buf)  # released before the buffer is resized
+        try:
+            while n - pos >= 2:
+                b1 = buf[pos + 1]
+                if buf[pos] != 0x82 or bool(b1 & 0x80) is not masked:
+                    rest = bytes(buf[pos:])
                     break
-                length = int.from_bytes(buf[head:head + 2], "big")
-                head += 2
-            elif length == 127:
-                if n - pos < 10:
+                length = b1 & 0x7F
+                head = pos + 2
+                if length == 126:
+                    if n - pos < 4:
+                        break
+                    length = int.from_bytes(buf[head:head + 2], "big")
+                    head += 2
+                elif length == 127:
+                    if n - pos < 10:
+                        break
+                    length = int.from_bytes(buf[head:head + 8], "big")
+                    head += 8
+                if length > limit:
+                    rest = bytes(buf[pos:])
                     break
-                length = int.from_bytes(buf[head:head + 8], "big")
-                head += 8
-            if length > limit:
-                rest = bytes(buf[pos:])
-                break
-            body = head + 4 if masked else head
-            end = body + length
-            if end > n:
-                break
-            if masked:
-                taken.append(apply_mask(buf[body:end], buf[head:body]))
-            else:
-                taken.append(bytes(buf[body:end]))
-            pos = end
+                body = head + 4 if masked else head
+                end = body + length
+                if end > n:
+                    break
+                if masked:
+                    with view[body:end] as payload:  # no intermediate copy of the payload
+                        taken.append(apply_mask(payload, buf[head:body]))
+                else:
+                    with view[body:end] as payload:
+                        taken.append(bytes(payload))
+                pos = end
+        finally:
+            view.release()
         if rest is not None:
             self._fast_in = False
             buf.clear()
