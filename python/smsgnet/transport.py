@@ -99,6 +99,10 @@ class TransportStats:
     replay_floor: float | None = None
 
 
+def _stopped() -> TransportStopped:
+    return TransportStopped("the transport is stopped; create a new Transport to start again")
+
+
 def _parse_key(key: str | bytes | None) -> bytes | None:
     if key is None or key == "":
         return None
@@ -225,7 +229,7 @@ class Transport:
         Several iterators share one queue (each message goes to one). The
         iteration ends when the transport stops."""
         if self._stopping:
-            raise TransportStopped("the transport is stopped; create a new Transport to start again")
+            raise _stopped()
         channel = self._handlers.channel
         if channel is None:
             channel = self._handlers.channel = MessageChannel(self.config.message_queue_size)
@@ -258,14 +262,14 @@ class Transport:
 
     def _check_running(self) -> None:
         if self._stopping:
-            raise TransportStopped("the transport is stopped; create a new Transport to start again")
+            raise _stopped()
         if not self._started:
             raise TransportError("start the transport first (await transport.start())")
 
     async def start(self) -> None:
         """Start listening on ``config.listen_addr`` (unless it is None) and the background sweeper."""
         if self._stopping:
-            raise TransportStopped("the transport is stopped; create a new Transport to start again")
+            raise _stopped()
         if self._started:
             raise TransportError("transport already started")
         self._started = True
