@@ -13,6 +13,7 @@ then answers commands, one per line on stdin, with one JSON line each:
     conns                 {"connections": n, "unproven": m}
     gc                    run gc.collect() twice
     rss                   {"rss_kb": VmRSS of this process}
+    tasks                 {"tasks": asyncio tasks alive now (an idle link should have none)}
     trace_start [DEPTH]   start tracemalloc (for memory analysis, not for measurements)
     trace_stop [N]        the N biggest allocation sites since trace_start, then stop tracemalloc
     profile_start         start cProfile
@@ -340,6 +341,8 @@ async def _serve(opts: argparse.Namespace) -> None:
                 answer({"ok": True})
             elif cmd == "rss":
                 answer({"rss_kb": read_rss_kb(os.getpid())})
+            elif cmd == "tasks":
+                answer({"tasks": len(asyncio.all_tasks())})
             elif cmd == "trace_start":
                 tracemalloc.start(int(arg or 1))
                 answer({"ok": True})

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import heapq
+import itertools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
@@ -99,6 +102,119 @@ LARGE_FRAME = 64 * 1024
 #: WebSocket close reason of a connection closed because the pair already has a link.
 DUPLICATE_REASON = "duplicate connection"
 
+#: ``_pump_task`` after the reader failed: nothing more is read from that link.
+_STOPPED: Any = object()
+
+
+class _Clock:
+    """One timer for every connection of an event loop: keepalive pings, idle
+    limits and proof deadlines of all links share one heap of ``(when, seq,
+    conn)`` entries and one ``TimerHandle`` armed for the earliest, instead of
+    a ``TimerHandle`` (and its context) per link.
+
+    Rescheduling or cancelling a link leaves its old entry in the heap: an
+    entry counts only while ``conn._timer`` is that very tuple. Stale entries
+    are skipped when they reach the top and swept when they are over half
+    the heap."""
+
+    __slots__ = ("_loop", "_heap", "_handle", "_at", "_live", "_stale")
+
+    _seq = itertools.count()  # ties in the heap compare by this, never by connection
+    #: a due entry runs when the loop's clock is at most this far before it (asyncio fires handles alike)
+    _EARLY = 1e-6
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, PeerConnection]] = []
+        self._handle: asyncio.TimerHandle | None = None
+        self._at = 0.0
+        self._live = 0
+        self._stale = 0
+
+    def schedule(self, conn: PeerConnection, when: float) -> None:
+        """Call ``conn._on_timer()`` at loop time ``when`` (replacing its previous schedule)."""
+        if conn._timer is not None:
+            self._stale += 1
+        else:
+            self._live += 1
+        entry = (when, next(self._seq), conn)
+        conn._timer = entry
+        heapq.heappush(self._heap, entry)
+        if self._handle is None or when < self._at:
+            self._arm(when)
+        elif self._stale > 64 and self._stale > len(self._heap) // 2:
+            self._sweep()
+
+    def cancel(self, conn: PeerConnection) -> None:
+        if conn._timer is None:
+            return
+        conn._timer = None
+        self._stale += 1
+        self._live -= 1
+        if not self._live:
+            self._close()
+        elif self._stale > 64 and self._stale > len(self._heap) // 2:
+            self._sweep()
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = when
+        self._handle = self._loop.call_at(when, self._fire)
+
+    def _sweep(self) -> None:
+        heap = self._heap = [e for e in self._heap if e[2]._timer is e]
+        heapq.heapify(heap)
+        self._stale = 0
+
+    def _close(self) -> None:
+        """No link has a timer: drop the heap and the handle, forget this loop."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._heap = []
+        self._stale = 0
+        if _clocks.get(self._loop) is self:
+            del _clocks[self._loop]
+
+    def _fire(self) -> None:
+        self._handle = None
+        heap = self._heap
+        now = self._loop.time() + self._EARLY
+        while heap:
+            entry = heap[0]
+            conn = entry[2]
+            if conn._timer is not entry:
+                heapq.heappop(heap)
+                self._stale -= 1
+                continue
+            if entry[0] > now:
+                break
+            heapq.heappop(heap)
+            conn._timer = None
+            self._live -= 1
+            try:
+                conn._on_timer()  # may schedule it again (pushes onto this heap)
+            except Exception:
+                log.exception("timer of %s failed", conn.peer_id)
+            heap = self._heap  # a sweep may have replaced it
+        if not self._live:
+            self._close()
+        elif heap and (self._handle is None or heap[0][0] < self._at):
+            self._arm(heap[0][0])
+
+
+#: The clock of each running event loop (an entry lives while some link has a timer).
+_clocks: dict[asyncio.AbstractEventLoop, _Clock] = {}
+
+
+def _clock() -> _Clock:
+    loop = asyncio.get_running_loop()
+    clock = _clocks.get(loop)
+    if clock is None:
+        clock = _clocks[loop] = _Clock(loop)
+    return clock
+
 
 class ConnectionOwner(Protocol):
     """What a connection needs from the node that holds it."""
@@ -135,14 +251,19 @@ class ConnectionStats:
 
 class PeerConnection:
     """One encrypted connection. Use :meth:`send` and :meth:`graceful_close`;
-    the node runs its read loop and keepalive."""
+    the node starts it with :meth:`run` and its timer with :meth:`start_timer`.
+
+    An idle link has no task: on a :mod:`smsgnet.wire` socket frames are read
+    from the protocol's callbacks (a task exists only while a handler or a
+    full send buffer makes this link wait), and its keepalive, idle limit and
+    proof deadline are one entry in a heap shared by every link of the loop."""
 
     # slots: an idle link costs its socket, its session and little else
     __slots__ = (
         "_owner", "_ws", "_session", "identity", "peer", "shared_secret", "outbound", "address", "remote_host",
         "established_at", "dial_started", "state", "ping_ms", "close_code", "close_reason", "closed_by_peer",
-        "closed_locally", "superseded_by", "_closed", "_close_task", "_timer", "_requests", "bytes_in",
-        "bytes_out", "frames_in",
+        "closed_locally", "superseded_by", "_closed", "_close_task", "_timer", "_clock", "_requests",
+        "_pump_task", "bytes_in", "bytes_out", "frames_in", "__weakref__",
     )
 
     def __init__(
@@ -170,7 +291,7 @@ class PeerConnection:
         self.address = address
         remote = ws.remote_address
         #: The remote host (per-address limits of pending connections).
-        self.remote_host = str(remote[0]) if remote else ""
+        self.remote_host = sys.intern(str(remote[0])) if remote else ""  # one string per host, not per link
         #: ``time.monotonic()`` when the connection became usable: the handshake
         #: (outbound) or the proof of key (inbound).
         self.established_at = time.monotonic()
@@ -188,10 +309,14 @@ class PeerConnection:
         #: The live link that took this one's place after a dial race or a
         #: duplicate dial; :meth:`send` on this connection goes there.
         self.superseded_by: PeerConnection | None = None
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # lighter than an Event
+        self._closed: asyncio.Future[None] | None = None  # made when someone waits (wait_closed)
         self._close_task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._requests: dict[str, asyncio.Future[Message]] = {}
+        #: this link's entry in the loop's shared timer heap (see _Clock), or None
+        self._timer: tuple[float, int, PeerConnection] | None = None
+        self._clock: _Clock | None = None
+        self._requests: dict[str, asyncio.Future[Message]] | None = None  # made by the first request()
+        #: the task reading this link while it has to wait (None when idle; _STOPPED after a failure)
+        self._pump_task: asyncio.Task[None] | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.frames_in = 0
@@ -307,6 +432,8 @@ class PeerConnection:
                 return await live.request(msg, timeout=timeout)
             raise self._closed_error()
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        if self._requests is None:
+            self._requests = {}
         self._requests[msg.id] = fut
         try:
             async with asyncio.timeout(timeout):
@@ -315,7 +442,8 @@ class PeerConnection:
         except TimeoutError:
             raise RequestTimeout(f"no reply to {msg.type[:64]!r} from {self.peer_id} within {timeout:g}s") from None
         finally:
-            self._requests.pop(msg.id, None)
+            if self._requests is not None:
+                self._requests.pop(msg.id, None)
         if reply.type == "error":
             p = reply.payload if isinstance(reply.payload, dict) else {}
             code, text, details = p.get("code"), p.get("message"), p.get("details")
@@ -325,7 +453,7 @@ class PeerConnection:
 
     def _take_reply(self, msg: Message) -> bool:
         """Hand ``msg`` to a waiting :meth:`request`; True when one was waiting."""
-        fut = self._requests.pop(msg.reply_to, None)
+        fut = self._requests.pop(msg.reply_to, None) if self._requests else None
         if fut is None:
             return False
         if not fut.done():
@@ -338,41 +466,62 @@ class PeerConnection:
                                      self.close_reason)
 
     async def _send_frame(self, frame: bytes, *, allow_closing: bool = False, bounded: bool = False) -> None:
+        wait = self._queue_frame(frame, allow_closing=allow_closing, bounded=bounded)
+        if wait is not None:
+            await wait
+
+    def _queue_frame(self, frame: bytes, *, allow_closing: bool = False,
+                     bounded: bool = False) -> Coroutine[Any, Any, None] | None:
+        """Queue ``frame`` on the socket now, in call order (it leaves with this
+        loop iteration's write). None when that is all; a coroutine to await
+        when the socket's buffer is above its high-water mark (the wait for it
+        to drain, under the write deadline). Raises like :meth:`_send_frame`."""
         if self.state is not ConnectionState.OPEN and not allow_closing:
             raise self._closed_error()
-        config = self._owner.config
         ws = self._ws
         if bounded:
+            config = self._owner.config
             queued = ws.write_buffer_size()
             if queued + len(frame) > config.max_send_queue_bytes:
                 raise SendQueueFull(f"{queued} bytes already waiting to be written to {self.peer_id} "
                                     f"(max_send_queue_bytes {config.max_send_queue_bytes}); not sent")
-        timeout = config.write_timeout
         try:
-            # The frame is queued at once, in call order, and leaves with this
-            # loop iteration's write. Only when the socket's buffer is above its
-            # high-water mark do we wait, under the write deadline.
-            if not ws.send_nowait(frame):
-                async with asyncio.timeout(timeout):
-                    await ws.drain()
+            ready = ws.send_nowait(frame)
+        except ConnectionClosed as e:
+            self._connection_lost_on_send(e)
+        if ready:
+            self.bytes_out += len(frame)
+            return None
+        return self._drain(len(frame))
+
+    def _connection_lost_on_send(self, e: ConnectionClosed) -> NoReturn:
+        self._start_close("connection lost", DisconnectCode.GOING_AWAY, send_disconnect=False)
+        raise ConnectionClosedError(f"connection to {self.peer_id} closed: {e}", DisconnectCode.GOING_AWAY,
+                                    "connection lost") from None
+
+    async def _drain(self, size: int) -> None:
+        """Wait for the socket's buffer to drain, under the write deadline."""
+        timeout = self._owner.config.write_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ws.drain()
         except TimeoutError:
             log.warning("write to %s timed out after %.1fs; closing", self.peer_id, timeout)
             self._start_close("write timeout", DisconnectCode.TIMEOUT, send_disconnect=False)
             raise ConnectionClosedError(f"write to {self.peer_id} timed out after {timeout:g}s",
                                         DisconnectCode.TIMEOUT, "write timeout") from None
         except ConnectionClosed as e:
-            self._start_close("connection lost", DisconnectCode.GOING_AWAY, send_disconnect=False)
-            raise ConnectionClosedError(f"connection to {self.peer_id} closed: {e}", DisconnectCode.GOING_AWAY,
-                                        "connection lost") from None
-        self.bytes_out += len(frame)
+            self._connection_lost_on_send(e)
+        self.bytes_out += size
 
     def _send_in_background(self, frame: bytes) -> None:
-        async def send() -> None:
-            try:
-                await self._send_frame(frame)
-            except ConnectionClosedError:
-                pass
-        self._owner.spawn(send())
+        """Queue a frame now; a task only when the buffer is full and it must wait."""
+        try:
+            wait = self._queue_frame(frame)
+        except ConnectionClosedError:
+            return
+        if wait is not None:
+            self._owner.spawn(_quietly(wait))
 
     async def ping(self) -> None:
         """Send a ``ping`` now (the pong updates ``ping_ms``). Errors are logged, not raised."""
@@ -401,7 +550,12 @@ class PeerConnection:
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed."""
-        await asyncio.shield(self._closed)
+        closed = self._closed
+        if closed is None:
+            closed = self._closed = asyncio.get_running_loop().create_future()
+            if self.state is ConnectionState.CLOSED:
+                closed.set_result(None)
+        await asyncio.shield(closed)
 
     def close_quietly(self, reason: str = DUPLICATE_REASON) -> None:
         """Close without a ``disconnect`` message (the link was redundant)."""
@@ -464,27 +618,27 @@ class PeerConnection:
                     fut.exception()  # the request() awaiting it re-raises; no "never retrieved" noise
             self._requests.clear()
         self._owner.connection_closed(self)
-        if not self._closed.done():
-            self._closed.set_result(None)
+        closed = self._closed
+        if closed is not None and not closed.done():
+            closed.set_result(None)
 
     # -- the clock ------------------------------------------------------------------------
 
     def start_timer(self) -> None:
-        """Arm the keepalive / proof-deadline timer (one TimerHandle, no task)."""
+        """Arm the keepalive / proof-deadline timer: one entry in the loop's shared heap (no task, no handle)."""
         if self.state is not ConnectionState.OPEN:
             return
-        self._cancel_timer()
-        loop = asyncio.get_running_loop()
+        clock = self._clock
+        if clock is None or clock._live == 0:  # first timer, or the loop's clock was dropped while idle
+            clock = self._clock = _clock()
         delay = max(0.0, self._session.next_deadline - time.time())
-        self._timer = loop.call_at(loop.time() + delay, self._on_timer)
+        clock.schedule(self, clock._loop.time() + delay)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._timer is not None and self._clock is not None:
+            self._clock.cancel(self)
 
     def _on_timer(self) -> None:
-        self._timer = None
         if self.state is not ConnectionState.OPEN:
             return
         action = self._session.tick(time.time())
@@ -496,81 +650,171 @@ class PeerConnection:
             return
         self.start_timer()
 
-    # -- receiving (driven by the node) ---------------------------------------------
+    # -- receiving (driven by the socket's callbacks) -------------------------------------
 
     async def run(self) -> None:
-        """Read frames until the connection closes; hand events to the owner."""
+        """Start reading this link; hand events to the owner.
+
+        On a :mod:`smsgnet.wire` socket the link is handed to the protocol's
+        callbacks and this returns at once: frames are handled as they arrive,
+        with no task while the link is idle (one runs only while a handler or a
+        full send buffer makes the link wait; until it is done nothing else is
+        taken from this peer, so its order holds, and once ``max_queue``
+        messages wait the socket stops reading). On any other WebSocket this
+        reads until the connection closes."""
         ws = self._ws
-        session = self._session
-        owner = self._owner
-        deliver_control = owner.config.deliver_control_messages
-        loop = asyncio.get_running_loop()
+        detach = getattr(ws, "detach", None)
+        if detach is None:
+            await self._read_loop()
+            return
+        detach(self._on_ready)
+        self._pump()
+
+    def _on_ready(self) -> None:
+        """(socket callback) Messages wait, or the connection is lost."""
+        if self._pump_task is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Handle every waiting message now; hand over to a task at the first one that must wait."""
+        ws = self._ws
+        take = ws.take  # type: ignore[attr-defined]
         try:
-            async for frame in ws:
-                self.frames_in += 1
-                self.bytes_in += len(frame)
-                if len(frame) < LARGE_FRAME:
-                    events = session.receive(frame, time.time())
-                else:
-                    # opened in a worker thread (the native open releases the GIL),
-                    # so other links keep moving; this link's order is kept because
-                    # its read loop waits for it
-                    events = await loop.run_in_executor(None, session.receive, frame, time.time())
-                for event in events:
-                    # Messages that arrived whole are handed out even while the
-                    # link closes (the peer may have closed right after sending):
-                    # nothing received is lost. Control answers stop at once.
-                    if self.state is ConnectionState.CLOSED:
-                        break
-                    if isinstance(event, MessageReceived):
-                        msg = event.message
-                        if self._requests and msg.reply_to and self._take_reply(msg):
-                            continue
-                        result = owner.deliver(self, msg)
-                        if result is not None:
-                            await result
-                    elif isinstance(event, FrameDropped):
-                        owner.frame_dropped(self, event)
-                    elif isinstance(event, Proven):
-                        owner.connection_proven(self)
-                        self.start_timer()  # from the proof deadline to the keepalive schedule
-                    else:
-                        control = await self._on_control(event)
-                        if control is not None and deliver_control:
-                            result = owner.deliver(self, control)
-                            if result is not None:
-                                await result
+            while (frame := take()) is not None:
+                rest = self._receive(frame)
+                if rest is not None:
+                    self._pump_task = self._owner.spawn(self._pump_async(rest))
+                    return
+        except Exception:
+            self._read_failed()
+            return
+        if ws.lost:  # type: ignore[attr-defined]
+            self._peer_gone()
+
+    async def _pump_async(self, pending: Coroutine[Any, Any, None]) -> None:
+        """The link waits (a handler, a full buffer, a large frame): read on in this task until nothing is left."""
+        ws = self._ws
+        take = ws.take  # type: ignore[attr-defined]
+        try:
+            await pending
+            while (frame := take()) is not None:
+                rest = self._receive(frame)
+                if rest is not None:
+                    await rest
+        except asyncio.CancelledError:
+            self._pump_task = _STOPPED
+            self._peer_gone()
+            raise
+        except Exception:
+            self._read_failed()
+            return
+        self._pump_task = None  # no await since take() found nothing: no notification was missed
+        if ws.lost:  # type: ignore[attr-defined]
+            self._peer_gone()
+
+    async def _read_loop(self) -> None:
+        """Reading for a socket that cannot be detached (a plain ``websockets`` connection)."""
+        try:
+            async for frame in self._ws:
+                rest = self._receive(frame)
+                if rest is not None:
+                    await rest
         except ConnectionClosed:
             pass
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("read loop of %s failed", self.peer_id)
-            self._start_close("internal error", DisconnectCode.PROTOCOL_ERROR, send_disconnect=True)
+            self._read_failed()
         finally:
-            if self._close_task is None:
-                rcvd = ws.protocol.close_rcvd
-                code = rcvd.code if rcvd is not None else None
-                reason = "connection closed by peer" if rcvd is not None else "connection lost"
-                close_code: int = DisconnectCode.GOING_AWAY
-                if code == 1009:
-                    # the peer refused a message of ours as too big for its max_message_size
-                    close_code, reason = 1009, "message too big for the peer's max_message_size"
-                elif rcvd is not None and rcvd.reason:
-                    reason = f"connection closed by peer: {clip(rcvd.reason, 120)}"
-                self._start_close(reason, close_code, send_disconnect=False, by_peer=True)
+            self._peer_gone()
             await self.wait_closed()
 
-    async def _on_control(self, event: PingReceived | PongReceived | PeerDisconnected) -> Message | None:
-        """Act on a ping, pong or disconnect; the message, unless a request took it."""
+    def _read_failed(self) -> None:
+        log.exception("read loop of %s failed", self.peer_id)
+        self._pump_task = _STOPPED  # nothing more is read from this link
+        self._start_close("internal error", DisconnectCode.PROTOCOL_ERROR, send_disconnect=True)
+
+    def _peer_gone(self) -> None:
+        """The socket closed: unless we were closing it, the peer did (or the connection broke)."""
+        if self._close_task is not None:
+            return
+        rcvd = self._ws.protocol.close_rcvd
+        code = rcvd.code if rcvd is not None else None
+        reason = "connection closed by peer" if rcvd is not None else "connection lost"
+        close_code: int = DisconnectCode.GOING_AWAY
+        if code == 1009:
+            # the peer refused a message of ours as too big for its max_message_size
+            close_code, reason = 1009, "message too big for the peer's max_message_size"
+        elif rcvd is not None and rcvd.reason:
+            reason = f"connection closed by peer: {clip(rcvd.reason, 120)}"
+        self._start_close(reason, close_code, send_disconnect=False, by_peer=True)
+
+    def _receive(self, frame: bytes | str) -> Coroutine[Any, Any, None] | None:
+        """Handle one frame now; a coroutine to await for the rest when it must wait."""
+        self.frames_in += 1
+        self.bytes_in += len(frame)
+        if len(frame) >= LARGE_FRAME:
+            return self._receive_large(frame)
+        return self._dispatch(self._session.receive(frame, time.time()), 0)
+
+    async def _receive_large(self, frame: bytes | str) -> None:
+        # opened in a worker thread (the native open releases the GIL), so other
+        # links keep moving; this link's order is kept because its reader waits for it
+        events = await asyncio.get_running_loop().run_in_executor(None, self._session.receive, frame, time.time())
+        rest = self._dispatch(events, 0)
+        if rest is not None:
+            await rest
+
+    def _dispatch(self, events: list[Any], i: int) -> Coroutine[Any, Any, None] | None:
+        """Act on ``events[i:]`` now; at the first that must be awaited, a coroutine doing that and the rest."""
+        owner = self._owner
+        n = len(events)
+        while i < n:
+            # Messages that arrived whole are handed out even while the link
+            # closes (the peer may have closed right after sending): nothing
+            # received is lost. Control answers stop at once.
+            if self.state is ConnectionState.CLOSED:
+                return None
+            event = events[i]
+            i += 1
+            if isinstance(event, MessageReceived):
+                msg = event.message
+                if self._requests and msg.reply_to and self._take_reply(msg):
+                    continue
+                result = owner.deliver(self, msg)
+                if result is not None:
+                    return self._then(result, events, i)
+            elif isinstance(event, FrameDropped):
+                owner.frame_dropped(self, event)
+            elif isinstance(event, Proven):
+                owner.connection_proven(self)
+                self.start_timer()  # from the proof deadline to the keepalive schedule
+            else:
+                wait = self._on_control_now(event)
+                if wait is not None:
+                    return self._then(wait, events, i)
+        return None
+
+    async def _then(self, wait: Awaitable[None], events: list[Any], i: int) -> None:
+        await wait
+        rest = self._dispatch(events, i)
+        if rest is not None:
+            await rest
+
+    def _on_control_now(self, event: PingReceived | PongReceived | PeerDisconnected) -> Awaitable[None] | None:
+        """Act on a ping, pong or disconnect; what must be awaited before the next event, if anything."""
         if isinstance(event, PingReceived):
             # answered inline: a peer that pings but never reads stalls only
-            # its own read loop, until the write timeout
+            # its own reading, until the write timeout
             if self.state is ConnectionState.OPEN:
                 try:
-                    await self._send_frame(event.reply)
+                    # 2.0 seals the pong here, right before it is queued: frames leave in sealing order
+                    reply = event.reply if event.reply is not None else self._session.seal(event.pong)
+                    wait = self._queue_frame(reply)
                 except ConnectionClosedError:
-                    pass
+                    wait = None
+                if wait is not None:
+                    return self._pong_then_deliver(wait, event.message)
         elif isinstance(event, PongReceived):
             if event.rtt_ms is not None:
                 self.ping_ms = event.rtt_ms
@@ -579,8 +823,27 @@ class PeerConnection:
                 return None
         else:
             self._start_close(event.reason, event.code, send_disconnect=False, by_peer=True)
-        return event.message
+        return self._deliver_control(event.message)
+
+    async def _pong_then_deliver(self, wait: Coroutine[Any, Any, None], msg: Message) -> None:
+        await _quietly(wait)
+        result = self._deliver_control(msg)
+        if result is not None:
+            await result
+
+    def _deliver_control(self, msg: Message) -> Awaitable[None] | None:
+        if self._owner.config.deliver_control_messages:
+            return self._owner.deliver(self, msg)
+        return None
 
     def __repr__(self) -> str:
         d = "out" if self.outbound else "in"
         return f"<PeerConnection {d} {self.peer_id} {self.state.value}{'' if self.proven else ' unproven'}>"
+
+
+async def _quietly(wait: Coroutine[Any, Any, None]) -> None:
+    """Await a send that may find the link closed (keepalives, pong answers)."""
+    try:
+        await wait
+    except ConnectionClosedError:
+        pass

@@ -97,8 +97,9 @@ from websockets.exceptions import (
 )
 from websockets.frames import BINARY, CONT, OK_CLOSE_CODES, TEXT, CloseCode, apply_mask
 from websockets.http11 import SERVER, USER_AGENT, Request, Response
-from websockets.protocol import CLIENT, CLOSED, CONNECTING, OPEN, State
+from websockets.protocol import CLIENT, CLOSED, CONNECTING, OPEN, Protocol, State
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
@@ -127,6 +128,8 @@ _BINARY = 0x80 | BINARY
 _pack2 = struct.Struct("!BB").pack
 _pack4 = struct.Struct("!BBH").pack
 _pack10 = struct.Struct("!BBQ").pack
+#: the generator a websockets parser waits in between two frames, with nothing buffered
+_AT_EOF_CODE = StreamReader.at_eof.__code__
 
 
 class WireConnection(asyncio.Protocol):
@@ -141,7 +144,20 @@ class WireConnection(asyncio.Protocol):
     of the loop iteration (at most the high-water mark's worth, then they are
     written at once): ``transport.get_write_buffer_size()`` does not count
     them; :meth:`write_buffer_size` does.
+
+    An idle connection costs little: slots, no deque, futures or upgrade
+    request/response kept once :meth:`detach` handed it to a callback.
     """
+
+    # slots: an idle link holds its socket and these, nothing else (no __dict__)
+    __slots__ = (
+        "protocol", "close_timeout", "_queue_high", "_queue_low", "_write_high", "_write_low", "_loop",
+        "transport", "request", "response", "_remote_address", "_local_address", "_messages", "_recv_waiter",
+        "_fragments", "_fragment_text", "_read_paused", "_fast_in", "_in_buf", "_flush_scheduled", "_unwritten",
+        "_write_paused", "_drain_waiters", "_eof_written", "_masking", "_mask_pool", "_mask_at",
+        "_framing_by_protocol", "write_calls", "_handshake_waiter", "_upgraded", "_lost", "_gone",
+        "_close_timer", "_connection_exc", "_server", "_on_ready", "__weakref__",
+    )
 
     def __init__(
         self,
@@ -174,7 +190,8 @@ class WireConnection(asyncio.Protocol):
         self._remote_address: Any = None
         self._local_address: Any = None
         # receiving
-        self._messages: collections.deque[Data] = collections.deque()
+        # made when the first message waits (an empty deque is ~770 bytes); dropped again by take()
+        self._messages: collections.deque[Data] | None = None
         self._recv_waiter: asyncio.Future[None] | None = None
         self._fragments: list[bytes] = []
         self._fragment_text = False
@@ -195,12 +212,16 @@ class WireConnection(asyncio.Protocol):
         #: ``transport.write`` calls made so far (one per flush: what coalescing saves shows here).
         self.write_calls = 0
         # lifecycle
-        self._handshake_waiter: asyncio.Future[None] = self._loop.create_future()
-        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._handshake_waiter: asyncio.Future[None] | None = self._loop.create_future()  # None once detached
+        self._upgraded = False  # the upgrade is over (done, refused or lost): frames follow
+        self._lost: asyncio.Future[None] | None = None  # made only when someone waits for the end
+        self._gone = False  # connection_lost() ran
         self._close_timer: asyncio.TimerHandle | None = None
         self._connection_exc: BaseException | None = None
         # server side only
         self._server: WireServer | None = None
+        # detached: called (no arguments) when messages wait or the connection is lost
+        self._on_ready: Callable[[], None] | None = None
 
     # -- attributes --------------------------------------------------------------------
 
@@ -228,7 +249,7 @@ class WireConnection(asyncio.Protocol):
     @property
     def queued_messages(self) -> int:
         """Messages received and not yet taken by :meth:`recv`."""
-        return len(self._messages)
+        return len(self._messages) if self._messages is not None else 0
 
     def write_buffer_size(self) -> int:
         """Bytes accepted by :meth:`send` and not yet sent by the kernel:
@@ -254,8 +275,8 @@ class WireConnection(asyncio.Protocol):
         :class:`~websockets.exceptions.ConnectionClosedOK` (1000, 1001 or no code, both ways)
         or :class:`~websockets.exceptions.ConnectionClosedError`. Cancelling it
         loses nothing. Only one coroutine may wait in it at a time."""
-        queue = self._messages
         while True:
+            queue = self._messages
             if queue:
                 message = queue.popleft()
                 if self._read_paused and len(queue) <= self._queue_low:  # type: ignore[operator]
@@ -265,7 +286,7 @@ class WireConnection(asyncio.Protocol):
                 if decode:
                     return message if type(message) is str else message.decode()  # type: ignore[union-attr]
                 return message.encode() if type(message) is str else message  # type: ignore[union-attr]
-            if self._lost.done():
+            if self._gone:
                 raise self._close_exc()
             if self.protocol.writes:
                 self._flush()  # all that was read is handled: send the answers before waiting
@@ -294,9 +315,74 @@ class WireConnection(asyncio.Protocol):
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
 
+    # -- detached: driven by a callback, no task waiting in recv() ------------------------
+
+    def detach(self, on_ready: Callable[[], None]) -> None:
+        """Hand the connection to a callback instead of a reader task.
+
+        ``on_ready()`` is called (from the protocol's callbacks, no arguments)
+        whenever messages were queued and once when the connection is lost;
+        it takes them with :meth:`take`. Messages already queued are not
+        announced: take them right after detaching. The upgrade's request and
+        response are dropped (an idle link keeps nothing of its HTTP upgrade),
+        and a server handler that returns after detaching leaves the connection
+        open: it lives on without a task until it closes."""
+        self._on_ready = on_ready
+        self.request = None
+        self.response = None
+        self._handshake_waiter = None
+        self._restart_parser()
+
+    def _restart_parser(self) -> bool:
+        """Swap the protocol's parser for a fresh frame parser when it waits
+        between two frames: the handshake parser's generator frame holds the
+        upgrade request (server) or response (client) with all its headers
+        for as long as the connection lives. A fresh ``Protocol.parse`` started
+        there is in the same state (what a frame parser carries from one frame
+        to the next lives on the protocol object, not in the generator)."""
+        protocol = self.protocol
+        reader = protocol.reader
+        if protocol.state is not OPEN or reader.buffer or reader.eof:
+            return False
+        inner = protocol.parser
+        while (deeper := getattr(inner, "gi_yieldfrom", None)) is not None:
+            inner = deeper
+        if getattr(inner, "gi_code", None) is not _AT_EOF_CODE:
+            return False  # inside a frame: keep the parser
+        old = protocol.parser
+        fresh = Protocol.parse(protocol)
+        next(fresh)  # to its first wait: at_eof, with nothing buffered
+        protocol.parser = fresh
+        old.close()
+        return True
+
+    @property
+    def detached(self) -> bool:
+        return self._on_ready is not None
+
+    @property
+    def lost(self) -> bool:
+        """True once the TCP connection is closed (``connection_lost`` ran)."""
+        return self._gone
+
+    def take(self) -> Data | None:
+        """The next queued message, or None (nothing waiting). Resumes reading
+        once the queue is down to its low-water mark, like :meth:`recv`."""
+        queue = self._messages
+        if not queue:
+            return None
+        message = queue.popleft()
+        if not queue:
+            self._messages = None  # an idle link holds no deque
+        if self._read_paused and len(queue) <= self._queue_low:  # type: ignore[operator]
+            self._resume_reading()
+        return message
+
     def _take_frames(self, frames: list[Any]) -> None:
         """Turn received frames into messages (control frames are the protocol's)."""
         queue = self._messages
+        if queue is None:
+            queue = self._messages = collections.deque()
         before = len(queue)
         for frame in frames:
             opcode = frame.opcode
@@ -340,6 +426,7 @@ class WireConnection(asyncio.Protocol):
     def _queued(self, before: int) -> None:
         """Messages were added to the queue (it held ``before``): wake a reader, pause reading if full."""
         queue = self._messages
+        assert queue is not None  # made by whoever added to it
         if len(queue) != before:
             waiter = self._recv_waiter
             if waiter is not None and not waiter.done():
@@ -351,6 +438,9 @@ class WireConnection(asyncio.Protocol):
                     self.transport.pause_reading()
                 except RuntimeError:  # already closing
                     pass
+            on_ready = self._on_ready
+            if on_ready is not None:
+                on_ready()
 
     def _resume_reading(self) -> None:
         self._read_paused = False
@@ -556,7 +646,7 @@ class WireConnection(asyncio.Protocol):
             await waiter
         finally:
             self._drain_waiters.remove(waiter)
-        if self._lost.done() and self.protocol.state is CLOSED:
+        if self._gone and self.protocol.state is CLOSED:
             raise self._close_exc()
 
     def pause_writing(self) -> None:
@@ -584,19 +674,28 @@ class WireConnection(asyncio.Protocol):
             self._arm_close_timer()
         elif protocol.state is CONNECTING:
             self.transport.abort()
-        await asyncio.shield(self._lost)
+        await asyncio.shield(self._lost_future())
 
     async def wait_closed(self) -> None:
         """Wait until the TCP connection is closed."""
-        await asyncio.shield(self._lost)
+        await asyncio.shield(self._lost_future())
+
+    def _lost_future(self) -> asyncio.Future[None]:
+        """A future done when the TCP connection is closed (made on first use)."""
+        lost = self._lost
+        if lost is None:
+            lost = self._lost = self._loop.create_future()
+            if self._gone:
+                lost.set_result(None)
+        return lost
 
     def _arm_close_timer(self) -> None:
-        if self._close_timer is None and self.close_timeout is not None and not self._lost.done():
+        if self._close_timer is None and self.close_timeout is not None and not self._gone:
             self._close_timer = self._loop.call_later(self.close_timeout, self._close_timed_out)
 
     def _close_timed_out(self) -> None:
         self._close_timer = None
-        if not self._lost.done():
+        if not self._gone:
             if self._connection_exc is None:
                 self._connection_exc = TimeoutError("timed out while closing connection")
             self.transport.abort()
@@ -605,7 +704,7 @@ class WireConnection(asyncio.Protocol):
         if self.protocol.state is CONNECTING:
             raise InvalidState("connection is connecting")
         self._arm_close_timer()  # closing: bounded wait for the end, as websockets
-        await asyncio.shield(self._lost)
+        await asyncio.shield(self._lost_future())
         raise self._close_exc()
 
     def _not_open_exc(self) -> Exception:
@@ -657,7 +756,7 @@ class WireConnection(asyncio.Protocol):
         protocol.receive_data(data)
         events = protocol.events_received()
         if events:
-            if self._handshake_waiter.done():
+            if self._upgraded:
                 self._take_frames(events)
             else:
                 self._take_handshake(events)
@@ -665,6 +764,13 @@ class WireConnection(asyncio.Protocol):
             self._flush()  # pongs, close frames, end of stream: at once
         if self._close_timer is None and protocol.state is not OPEN and protocol.close_expected():
             self._arm_close_timer()
+        elif (not self._fast_in and self._upgraded and not protocol.expect_continuation_frame
+              and not self._framing_by_protocol and not protocol.extensions
+              and isinstance(protocol.max_message_size, int) and self._restart_parser()):
+            # back between two frames (after a control frame, a text frame, the
+            # handshake's text messages): whole binary frames take the fast path
+            # again, and the parser no longer holds the last frame it parsed
+            self._fast_in = True
 
     def _take_handshake(self, events: list[Any]) -> None:
         first = events[0]
@@ -672,7 +778,8 @@ class WireConnection(asyncio.Protocol):
             self.request = first
         elif isinstance(first, Response):
             self.response = first
-        self._handshake_waiter.set_result(None)
+        self._upgraded = True
+        self._handshake_waiter.set_result(None)  # type: ignore[union-attr]  # not detached before the upgrade
         if len(events) > 1:
             # frames right behind the upgrade: queued, handed out once it completes
             self._take_frames(events[1:])
@@ -742,6 +849,8 @@ class WireConnection(asyncio.Protocol):
             del buf[:pos]
         if taken:
             queue = self._messages
+            if queue is None:
+                queue = self._messages = collections.deque()
             before = len(queue)
             queue.extend(taken)
             self._queued(before)
@@ -751,7 +860,7 @@ class WireConnection(asyncio.Protocol):
         protocol = self.protocol
         protocol.receive_eof()
         events = protocol.events_received()
-        if events and not self._handshake_waiter.done():
+        if events and not self._upgraded:
             self._take_handshake(events)  # a response read until EOF
         if protocol.writes:
             self._flush()
@@ -769,9 +878,13 @@ class WireConnection(asyncio.Protocol):
         if self._close_timer is not None:
             self._close_timer.cancel()
             self._close_timer = None
-        self._lost.set_result(None)
-        if not self._handshake_waiter.done():
-            self._handshake_waiter.set_result(None)
+        self._gone = True
+        lost = self._lost
+        if lost is not None and not lost.done():
+            lost.set_result(None)
+        if not self._upgraded:
+            self._upgraded = True
+            self._handshake_waiter.set_result(None)  # type: ignore[union-attr]
         waiter = self._recv_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -779,6 +892,12 @@ class WireConnection(asyncio.Protocol):
         for drain in self._drain_waiters:
             if not drain.done():
                 drain.set_result(None)
+        server = self._server
+        if server is not None and self._on_ready is not None:
+            server.all_connections.discard(self)  # a detached connection stays listed until here
+        on_ready = self._on_ready
+        if on_ready is not None:
+            on_ready()
 
     def __repr__(self) -> str:
         side = "server" if isinstance(self.protocol, ServerProtocol) else "client"
@@ -848,7 +967,7 @@ async def connect(
                 request.headers.setdefault("User-Agent", user_agent_header)
             protocol.send_request(request)
             conn._flush()
-            await conn._handshake_waiter
+            await conn._handshake_waiter  # type: ignore[misc]  # not detached before the upgrade
             if protocol.handshake_exc is not None:
                 raise protocol.handshake_exc
             # upgraded; if it already closed again (say, an oversize first
@@ -871,7 +990,9 @@ class WireServer:
     """A listening WebSocket server made by :func:`serve`.
 
     ``handler(conn)`` runs as a task per connection whose upgrade succeeded;
-    when it returns the connection is closed (1000, or 1011 if it raised)."""
+    when it returns the connection is closed (1000, or 1011 if it raised),
+    unless the handler detached it (:meth:`WireConnection.detach`): then the
+    connection lives on, driven by its callback, with no task of its own."""
 
     def __init__(
         self,
@@ -920,6 +1041,10 @@ class WireServer:
         await self.server.wait_closed()
         if self.handler_tasks:
             await asyncio.wait(self.handler_tasks)
+        # detached connections have no handler task: wait for their sockets instead
+        lost = [c._lost_future() for c in self.all_connections if c._on_ready is not None and not c._gone]
+        if lost:
+            await asyncio.wait(lost)
         self._closed.set_result(None)
 
     async def wait_closed(self) -> None:
@@ -948,6 +1073,7 @@ class WireServer:
                 await conn.wait_closed()
                 return
             self.all_connections.add(conn)
+            detached = False
             try:
                 await self.handler(conn)
             except Exception:
@@ -957,15 +1083,20 @@ class WireServer:
                 conn.transport.abort()
                 raise
             else:
-                await conn.close()
+                # a handler that detached the connection handed it to callbacks: it stays
+                # open (and listed, until connection_lost) without this task
+                detached = conn._on_ready is not None and not conn._gone
+                if not detached:
+                    await conn.close()
             finally:
-                self.all_connections.discard(conn)
+                if not detached:
+                    self.all_connections.discard(conn)
         except Exception:
             log.error("connection failed", exc_info=True)
             conn.transport.abort()
 
     async def _upgrade(self, conn: WireConnection) -> None:
-        await conn._handshake_waiter
+        await conn._handshake_waiter  # type: ignore[misc]  # not detached before the upgrade
         protocol = conn.protocol
         assert isinstance(protocol, ServerProtocol)
         request = conn.request
