@@ -352,6 +352,17 @@ def measure_memory(opts: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def dump_json(results: dict[str, Any]) -> str:
+    """Indented JSON with every list of numbers or strings on one line (the round trips)."""
+    import re
+
+    text = json.dumps(results, indent=1, ensure_ascii=False)
+    compact = re.sub(r"\[\s*([^\[\]{}]*?)\s*\]",
+                     lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]"
+                     if m.group(1).strip() else "[]", text)
+    return (compact if json.loads(compact) == results else text) + "\n"  # a string with brackets: as is
+
+
 # -- the machine -----------------------------------------------------------------------------------------
 
 
@@ -597,7 +608,7 @@ def main() -> int:
     results["table_md"] = table(results)
 
     path = opts.out / "results.json"
-    path.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    path.write_text(dump_json(results), encoding="utf-8")
     print(f"\nwrote {path}")
     if plots:
         for p in plot(results, opts.out):
