@@ -35,6 +35,10 @@ pub enum CoreError {
     EnvelopeInvalid(String),
     /// The envelope body is not a transport Message.
     MessageInvalid(String),
+    /// A protocol 2.0 handshake message did not verify or could not be made.
+    NoiseHandshake(String),
+    /// A protocol 2.0 frame opened but its records are not laid out as the spec says.
+    RecordInvalid(String),
 }
 
 impl fmt::Display for CoreError {
@@ -67,6 +71,8 @@ impl fmt::Display for CoreError {
             CoreError::AuthenticationFailed => write!(f, "authentication failed"),
             CoreError::EnvelopeInvalid(why) => write!(f, "invalid envelope: {why}"),
             CoreError::MessageInvalid(why) => write!(f, "invalid transport message: {why}"),
+            CoreError::NoiseHandshake(why) => write!(f, "protocol 2.0 handshake failed: {why}"),
+            CoreError::RecordInvalid(why) => write!(f, "invalid protocol 2.0 record: {why}"),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod error;
 pub mod handshake_crypto;
 pub mod keys;
+pub mod noise;
 pub mod nonce;
 pub mod ratelimit;
 pub mod receive;

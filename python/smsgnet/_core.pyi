@@ -26,6 +26,8 @@ from smsgnet.exceptions import InvalidHeaderError as InvalidHeaderError
 from smsgnet.exceptions import ConfigError as ConfigError
 from smsgnet.exceptions import InvalidKeyError as InvalidKeyError
 from smsgnet.exceptions import InvalidMessageError as InvalidMessageError
+from smsgnet.exceptions import InvalidRecordError as InvalidRecordError
+from smsgnet.exceptions import PeerAuthenticationError as PeerAuthenticationError
 from smsgnet.exceptions import SealError as SealError
 from smsgnet.exceptions import SmsgError as SmsgError
 from smsgnet.exceptions import UnsupportedCompressionError as UnsupportedCompressionError
@@ -50,6 +52,11 @@ __all__ = [
     "TokenBucket",
     "Deduplicator",
     "FrameReceiver",
+    "noise_prologue",
+    "noise_sealed_len",
+    "NoiseHandshake",
+    "NoiseLink",
+    "NOISE_PATTERN",
     "PROTOCOL_VERSION",
     "MAX_HEADER_LEN",
     "SmsgError",
@@ -66,12 +73,16 @@ __all__ = [
     "AuthenticationFailedError",
     "InvalidEnvelopeError",
     "InvalidMessageError",
+    "InvalidRecordError",
+    "PeerAuthenticationError",
 ]
 
 #: The handshake protocol version, ``"1.0"``.
 PROTOCOL_VERSION: Final[str]
 #: Largest container header length a frame may declare (16 MiB).
 MAX_HEADER_LEN: Final[int]
+#: The Noise protocol of a 2.0 link, ``"Noise_IK_25519_ChaChaPoly_SHA256"``.
+NOISE_PATTERN: Final[str]
 
 # ---------------------------------------------------------------------------
 # Keys and the handshake
@@ -390,3 +401,94 @@ def parse_timestamp_fields(ts: str) -> tuple[int, int, int, int, int, int, int, 
 
     :func:`smsgnet.parse_timestamp` builds its datetime from these.
     """
+
+# ---------------------------------------------------------------------------
+# Protocol 2.0 (rust/noise.rs; docs/protocol.md "Protocol 2.0")
+
+def noise_prologue(hello: bytes, ack: bytes) -> bytes:
+    """The prologue of a 2.0 handshake: ``"smsgnet/2.0\\n"``, then the hello and
+    the ack as they crossed the wire, each behind its length (u32 big-endian)."""
+
+def noise_sealed_len(length: int) -> int:
+    """Length of the 2.0 frame that seals a message of ``length`` bytes."""
+
+@final
+class NoiseHandshake:
+    """One side of the 2.0 handshake, ``Noise_IK_25519_ChaChaPoly_SHA256``
+    with the node's identity key as the static key. The acceptor (WebSocket
+    server) is the Noise initiator: it knows the dialler's key from the hello.
+
+    Failures (a message that does not verify, a payload where none belongs)
+    raise :class:`PeerAuthenticationError`; a key of the wrong length
+    :class:`InvalidKeyError`."""
+
+    @staticmethod
+    def acceptor(
+        private_key: bytes, dialler_public: bytes, prologue: bytes, *, ephemeral: bytes | None = None
+    ) -> NoiseHandshake:
+        """The acceptor's side; it writes message 1. ``ephemeral`` is for test vectors only."""
+
+    @staticmethod
+    def dialler(private_key: bytes, prologue: bytes, *, ephemeral: bytes | None = None) -> NoiseHandshake:
+        """The dialler's side; it reads message 1 and writes message 2."""
+
+    def write_message(self) -> bytes:
+        """The next handshake message (empty payload)."""
+
+    def read_message(self, message: bytes) -> None:
+        """Read the peer's handshake message."""
+
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def remote_public(self) -> bytes | None:
+        """The peer's static key (the dialler learns it from message 1)."""
+
+    @property
+    def handshake_hash(self) -> bytes | None:
+        """Noise's handshake hash (None once turned into a link)."""
+
+    def into_link(
+        self,
+        *,
+        rekey_interval: int = 0,
+        bucket: TokenBucket | None = None,
+        dedup: Deduplicator | None = None,
+        sender: str | None = None,
+    ) -> NoiseLink:
+        """The link of a finished handshake; this object is spent afterwards.
+        ``rekey_interval``: messages sent between two rekeys (0: never). With
+        ``dedup``, :meth:`NoiseLink.receive` drops a message whose ID ``sender``
+        (the peer's node ID) already sent (``"duplicate"``)."""
+
+@final
+class NoiseLink:
+    """The record layer of one 2.0 link (counter nonces). Sealing and opening
+    may run on two threads at once; frames must be written in the order they
+    were sealed. After a frame fails to open, :attr:`broken` is True and no
+    later frame opens."""
+
+    def seal(self, message_json: bytes | bytearray | str) -> bytes:
+        """One encoded Message as one frame of records."""
+
+    def open(self, frame: bytes | bytearray) -> bytes:
+        """The encoded Message of one frame. Raises :class:`AuthenticationFailedError`,
+        :class:`FrameTruncatedError` or :class:`InvalidRecordError`."""
+
+    def receive(self, frame: bytes | bytearray, now: float | None = None) -> tuple[str, bytes | None]:
+        """The receive step: open, then the token bucket, then the duplicate
+        check. ``("ok", message_json)`` or ``(reason, None)``; never raises for
+        anything the peer sends."""
+
+    @property
+    def last_error(self) -> str:
+        """Detail of the last frame that did not open."""
+
+    @property
+    def broken(self) -> bool: ...
+    @property
+    def rekeys(self) -> tuple[int, int]:
+        """(sending-key rekeys, receiving-key rekeys) so far."""
+
+    @property
+    def rekey_interval(self) -> int: ...

@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 from smsgnet.config import TransportConfig
 from smsgnet.dialer import CLOSE_TIMEOUT
 from smsgnet.exceptions import ConfigError, SmsgnetError, TransportError
-from smsgnet.handshake import HandshakeResult, Responder
+from smsgnet.handshake import REASON_DOWNGRADE, REASON_MIN_PROTOCOL, HandshakeResult, NoiseStage, Responder
 from smsgnet.identity import NodeManager
 from smsgnet.logsafe import WarningLimiter, clip
 from smsgnet.registry import PeerRegistry
@@ -60,6 +60,8 @@ class AcceptStats:
     rejected_path: int = 0
     handshakes_refused: int = 0
     handshakes_failed: int = 0
+    #: Hellos refused because they would run 1.0 where 2.0 is required.
+    downgrades_refused: int = 0
 
 
 def remote_address_text(ws: ServerConnection) -> str:
@@ -96,6 +98,9 @@ class Acceptor:
         self.stats = AcceptStats()
         self.server: Server | None = None
         self.stopping = False
+        #: Protocol 2.0 handshakes in progress by claimed peer ID (the first of
+        #: each): a dial racing one of them waits for it (Transport._dial).
+        self.noise_in_progress: dict[str, asyncio.Future[None]] = {}
 
     async def listen(self) -> None:
         cfg = self.config
@@ -166,13 +171,29 @@ class Acceptor:
             await self._on_handshake(ws, result, remote_address_text(ws))
 
     async def _handshake(self, ws: ServerConnection) -> HandshakeResult | None:
-        responder = Responder(self.node, self.registry)
+        responder = Responder(self.node, self.registry, accept_protocol_2=self.config.offers_protocol_2,
+                              min_protocol=self.config.min_protocol)
         try:
             async with asyncio.timeout(self.config.handshake_timeout):
                 data = await ws.recv()
                 ack, result = responder.receive_hello(data)
                 await ws.send(ack, text=True)
                 del ack, data  # not kept for the life of the connection
+                if result is not None and result.protocol == "2.0":
+                    # protocol 2.0: Noise message 1 right behind the ack, then the dialler's answer
+                    stage = NoiseStage.acceptor(self.node, result)
+                    await ws.send(stage.first_message())
+                    peer_id = result.peer.id
+                    done = self.noise_in_progress.setdefault(peer_id, asyncio.get_running_loop().create_future())
+                    try:
+                        stage.finish(await ws.recv())
+                    finally:
+                        # resolved now; a waiting dial runs after this link was adopted
+                        if self.noise_in_progress.get(peer_id) is done:
+                            del self.noise_in_progress[peer_id]
+                        if not done.done():
+                            done.set_result(None)
+                    result = stage.result_with_link()
         except TimeoutError:
             self.stats.handshakes_failed += 1
             self._warnings.warn(log, "handshake-timeout", "handshake from %s timed out", remote_address_text(ws),
@@ -190,6 +211,8 @@ class Acceptor:
             return None
         if result is None:
             self.stats.handshakes_refused += 1
+            if responder.refusal in (REASON_DOWNGRADE, REASON_MIN_PROTOCOL):
+                self.stats.downgrades_refused += 1
             claimed = responder.peer.id if responder.peer else "?"
             self._warnings.warn(log, "handshake-refused", "refused handshake from %s (claims %s): %s",
                                 remote_address_text(ws), clip(claimed, 64), clip(responder.refusal or "refused"))

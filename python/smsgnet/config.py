@@ -9,7 +9,10 @@ from dataclasses import dataclass, field, fields
 
 from smsgnet.exceptions import ConfigError
 
-__all__ = ["TransportConfig"]
+__all__ = ["TransportConfig", "PROTOCOLS"]
+
+#: Wire protocols, oldest first: "1.0" (PROTOCOL.md, the Go nodes) and "2.0" (Noise).
+PROTOCOLS: tuple[str, ...] = ("1.0", "2.0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +111,15 @@ class TransportConfig:
     allowed_origin_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
     #: At most this many drop warnings per connection per minute reach the log.
     drop_log_per_minute: int = 6
+    #: Protocols this node speaks (docs/protocol.md): ``max_protocol="2.0"``
+    #: offers and accepts protocol 2.0 (Noise, forward secrecy) with other
+    #: smsgnet nodes and falls back to 1.0 with the Go nodes; ``"1.0"`` never
+    #: offers it. ``min_protocol="2.0"`` refuses 1.0 links altogether (a mesh
+    #: without Go nodes). A peer once seen on 2.0 is refused on 1.0 anyway.
+    min_protocol: str = "1.0"
+    max_protocol: str = "2.0"
+    #: A 2.0 link rekeys its sending key after this many messages (0: never).
+    rekey_interval: int = 1 << 16
 
     def __post_init__(self) -> None:
         def positive(name: str, allow_zero: bool = False) -> None:
@@ -178,6 +190,13 @@ class TransportConfig:
                 raise ConfigError(f"peer_rate_limits[{who!r}] must be (burst >= 1 or None, per_sec >= 0), "
                                   f"got {limit!r}")
         integer("drop_log_per_minute", 0)
+        for name in ("min_protocol", "max_protocol"):
+            if getattr(self, name) not in PROTOCOLS:
+                raise ConfigError(f"{name} must be one of {', '.join(map(repr, PROTOCOLS))}, "
+                                  f"got {getattr(self, name)!r}")
+        if PROTOCOLS.index(self.min_protocol) > PROTOCOLS.index(self.max_protocol):
+            raise ConfigError(f"min_protocol {self.min_protocol!r} is above max_protocol {self.max_protocol!r}")
+        integer("rekey_interval", 0)
         if not isinstance(self.allowed_origin_hosts, tuple):
             raise ConfigError("allowed_origin_hosts must be a tuple of host names")
 
@@ -215,6 +234,11 @@ class TransportConfig:
     def pending_limit(self) -> int:
         """Most inbound connections pending proof of key at once."""
         return self.max_pending if self.max_pending is not None else self.max_conns
+
+    @property
+    def offers_protocol_2(self) -> bool:
+        """True when this node offers and accepts protocol 2.0."""
+        return self.max_protocol == "2.0"
 
     @property
     def tls_enabled(self) -> bool:

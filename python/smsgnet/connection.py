@@ -335,6 +335,12 @@ class PeerConnection:
         return self._session.proven
 
     @property
+    def protocol(self) -> str:
+        """The wire protocol of this link: ``"1.0"`` (SMSG, what the Go nodes
+        speak) or ``"2.0"`` (Noise, between smsgnet nodes)."""
+        return self._session.protocol
+
+    @property
     def is_open(self) -> bool:
         """True until a close has started."""
         return self.state is ConnectionState.OPEN
@@ -399,8 +405,14 @@ class PeerConnection:
         """Send a Message already encoded as JSON (``broadcast`` encodes once for every peer)."""
         if self.state is not ConnectionState.OPEN:
             raise self._closed_error()
+        session = self._session
+        size = session.sealed_len(len(message_json))
+        if size is not None:
+            # protocol 2.0: every sealed frame must leave, in order (counter
+            # nonces), so the size and queue checks come before sealing
+            self._check_sendable(size)
         try:
-            frame = self._session.seal_json(message_id, message_json)
+            frame = session.seal_json(message_id, message_json)
         except NotConnectedError:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
         await self.send_sealed(frame, counted=True)
@@ -413,10 +425,18 @@ class PeerConnection:
             raise self._closed_error()
         if not counted:
             self._session.sealed_elsewhere()
-        limit = self._owner.config.max_message_size
-        if len(frame) > limit:
-            raise MessageTooLarge(len(frame), limit)
+        self._check_sendable(len(frame))
         await self._send_frame(frame, bounded=True)
+
+    def _check_sendable(self, size: int) -> None:
+        """Raise MessageTooLarge or SendQueueFull for a frame of ``size`` bytes."""
+        config = self._owner.config
+        if size > config.max_message_size:
+            raise MessageTooLarge(size, config.max_message_size)
+        queued = self._ws.write_buffer_size()
+        if queued + size > config.max_send_queue_bytes:
+            raise SendQueueFull(f"{queued} bytes already waiting to be written to {self.peer_id} "
+                                f"(max_send_queue_bytes {config.max_send_queue_bytes}); not sent")
 
     async def request(self, msg: Message, *, timeout: float = 10.0) -> Message:
         """Send ``msg`` and wait for the message whose ``replyTo`` is its ID.
@@ -786,6 +806,11 @@ class PeerConnection:
                     return self._then(result, events, i)
             elif isinstance(event, FrameDropped):
                 owner.frame_dropped(self, event)
+                if event.fatal:
+                    # protocol 2.0: a frame that does not open breaks the link's counters
+                    self._start_close("protocol 2.0 frame did not open", DisconnectCode.PROTOCOL_ERROR,
+                                      send_disconnect=True)
+                    return None
             elif isinstance(event, Proven):
                 owner.connection_proven(self)
                 self.start_timer()  # from the proof deadline to the keepalive schedule

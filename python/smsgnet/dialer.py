@@ -16,11 +16,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from smsgnet.config import TransportConfig
 from smsgnet.exceptions import (
     ConnectFailedError,
+    DowngradeRefused,
     HandshakeError,
     HandshakeTimeout,
     ProtocolError,
 )
-from smsgnet.handshake import HandshakeResult, Initiator
+from smsgnet.handshake import HandshakeResult, Initiator, NoiseStage
 from smsgnet.identity import NodeManager
 from smsgnet.wire import ClientConnection
 from smsgnet.wire import connect as ws_connect
@@ -71,6 +72,7 @@ class Dialer:
         self.node = node
         self.config = config
         self.handshakes_failed = 0
+        self.downgrades_refused = 0
         self._ssl: ssl.SSLContext | None = None
 
     def url(self, address: str) -> str:
@@ -114,6 +116,11 @@ class Dialer:
                 await ws.send(initiator.hello(), text=True)
                 reply = await ws.recv()
                 result = initiator.receive_ack(reply)
+                if result.protocol == "2.0":
+                    # protocol 2.0: read Noise message 1, answer with message 2; both keys proven
+                    stage = NoiseStage.dialler(self.node, result)
+                    await ws.send(stage.answer(await ws.recv()))
+                    result = stage.result_with_link()
         except TimeoutError:
             self.handshakes_failed += 1
             if ws is not None:
@@ -122,6 +129,12 @@ class Dialer:
         except ConnectionClosed as e:
             self.handshakes_failed += 1
             raise ConnectFailedError(f"{url} closed the connection during the handshake: {e}") from None
+        except DowngradeRefused:
+            self.handshakes_failed += 1
+            self.downgrades_refused += 1
+            if ws is not None:
+                await ws.close(1008, "protocol 2.0 required")
+            raise
         except (HandshakeError, ProtocolError):
             self.handshakes_failed += 1
             if ws is not None:

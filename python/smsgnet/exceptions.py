@@ -19,12 +19,14 @@
     │   ├── UnsupportedFormatError        header asks for format v2
     │   ├── AuthenticationFailedError     the AEAD tag did not verify (says nothing more)
     │   ├── InvalidEnvelopeError          decrypted bytes are not an SMSG envelope
-    │   └── InvalidMessageError           the envelope body is not a transport Message
+    │   ├── InvalidMessageError           the envelope body is not a transport Message
+    │   └── InvalidRecordError            a protocol 2.0 frame's records are not laid out as specified
     ├── ProtocolError                     the peer broke the protocol outside a frame
     ├── HandshakeError                    the handshake did not complete
     │   ├── HandshakeRefused              the peer said accepted:false (``.reason``)
     │   ├── HandshakeTimeout              it did not finish in time
-    │   └── PeerAuthenticationError       the peer's identity or proof is wrong
+    │   ├── PeerAuthenticationError       the peer's identity or proof is wrong (or a 2.0 handshake message)
+    │   └── DowngradeRefused              the link would run protocol 1.0 where 2.0 is required
     ├── TransportError                    the transport cannot do what you asked
     │   ├── ConnectFailedError (ConnectionError)  could not reach or upgrade to the peer
     │   ├── NotConnectedError             no connection to that peer
@@ -61,6 +63,8 @@ __all__ = [
     "AuthenticationFailedError",
     "InvalidEnvelopeError",
     "InvalidMessageError",
+    "InvalidRecordError",
+    "DowngradeRefused",
     "ProtocolError",
     "HandshakeError",
     "HandshakeRefused",
@@ -157,6 +161,11 @@ class InvalidMessageError(SmsgError):
     """The envelope's body is not a transport Message."""
 
 
+class InvalidRecordError(SmsgError):
+    """A protocol 2.0 frame opened, but its records are not laid out as
+    ``docs/protocol.md`` specifies (flags byte, a short middle record)."""
+
+
 class ProtocolError(SmsgnetError):
     """The peer broke the protocol (wrong frame type, bad handshake JSON, ...)."""
 
@@ -179,6 +188,12 @@ class HandshakeTimeout(HandshakeError, TimeoutError):
 
 class PeerAuthenticationError(HandshakeError):
     """The peer's identity is inconsistent, or it could not prove it holds its key."""
+
+
+class DowngradeRefused(HandshakeError):
+    """The link would run protocol 1.0, but 2.0 is required: ``min_protocol``
+    is ``"2.0"``, or the peer was seen on 2.0 before (the registry remembers;
+    :meth:`~smsgnet.PeerRegistry.forget_protocol` clears that)."""
 
 
 class TransportError(SmsgnetError):

@@ -14,6 +14,15 @@ Theory of operation::
 After this both sides hold the same shared secret; every later frame is an
 SMSG frame.
 
+**Protocol 2.0** (``docs/protocol.md``). An initiator that speaks 2.0 adds
+``"protocols": ["2.0"]`` to its hello (the Go nodes ignore unknown fields and
+answer plain 1.0). A responder that speaks 2.0 answers ``"protocol": "2.0"``
+in its ack, and the Noise handshake of :class:`NoiseStage` follows: the
+acceptor sends message 1 right after its ack, the dialler answers with
+message 2, and the link is proven on both sides. Without the offer, or without
+the answer, the link runs 1.0 — unless 1.0 is refused: ``min_protocol="2.0"``,
+or a peer the registry has seen on 2.0 (:class:`DowngradeRefused`).
+
 Limits: before anything else looks at a peer's identity, both sides check it
 against :data:`smsgnet.identity.IDENTITY_LIMITS` and the control character rule
 (:meth:`NodeIdentity.check_fields`). The responder refuses with the reason
@@ -32,13 +41,14 @@ transport treats an inbound connection as unproven until then.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from smsgnet import _core
 from smsgnet.exceptions import (
+    DowngradeRefused,
     HandshakeRefused,
     IdentityMismatchError,
     InvalidKeyError,
@@ -51,7 +61,7 @@ from smsgnet.logsafe import clip
 from smsgnet.message import Message, MessageType, b64decode, b64encode
 from smsgnet.registry import PeerRegistry
 
-__all__ = ["PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "HandshakeResult", "Initiator", "Responder"]
+__all__ = ["PROTOCOL_VERSION", "SUPPORTED_VERSIONS", "HandshakeResult", "Initiator", "Responder", "NoiseStage"]
 
 PROTOCOL_VERSION = "1.0"
 SUPPORTED_VERSIONS = ("1.0",)
@@ -64,6 +74,11 @@ REASON_LIMIT = 120
 VERSION_QUOTE_LIMIT = 32
 
 REASON_NOT_AUTHORIZED = "peer not authorized"
+REASON_DOWNGRADE = "protocol 2.0 required (this peer was seen on 2.0 before)"
+REASON_MIN_PROTOCOL = "protocol 2.0 required (min_protocol)"
+#: What a hello says to offer protocol 2.0, and an ack to accept it.
+OFFER_FIELD = "protocols"
+ANSWER_FIELD = "protocol"
 REASON_ID_MISMATCH = "node ID does not match public key"
 
 
@@ -74,6 +89,14 @@ class HandshakeResult:
     peer: NodeIdentity
     peer_public_key: bytes
     shared_secret: bytes
+    #: "1.0", or "2.0" when both sides agreed on it (the Noise step follows).
+    protocol: str = "1.0"
+    #: The hello and the ack exactly as they crossed the wire (2.0's prologue;
+    #: emptied once the Noise step is done).
+    hello: bytes = b""
+    ack: bytes = b""
+    #: Protocol 2.0: the finished Noise handshake the session's link is made from.
+    noise: _core.NoiseHandshake | None = None
 
 
 def _parse(data: bytes | str, expected: str) -> tuple[Message, dict[str, Any]]:
@@ -118,29 +141,36 @@ class Initiator:
         challenge: bytes | None = None,
         message_id: str | None = None,
         ts: str | None = None,
+        offer_protocol_2: bool = False,
+        min_protocol: str = "1.0",
+        registry: PeerRegistry | None = None,
     ) -> None:
         self.node = node
         self.expected_public_key = expected_public_key
         self.expected_id = expected_id
         self.challenge = os.urandom(CHALLENGE_LEN) if challenge is None else challenge
-        self._message = Message(
-            type=MessageType.HANDSHAKE,
-            payload={
-                "identity": node.identity.to_dict(),
-                "challenge": b64encode(self.challenge),
-                "version": PROTOCOL_VERSION,
-            },
-            from_=node.node_id,
-            to="",
-        )
+        self.offer_protocol_2 = offer_protocol_2
+        self.min_protocol = min_protocol
+        self.registry = registry
+        payload: dict[str, Any] = {
+            "identity": node.identity.to_dict(),
+            "challenge": b64encode(self.challenge),
+            "version": PROTOCOL_VERSION,
+        }
+        if offer_protocol_2:
+            payload[OFFER_FIELD] = ["2.0"]
+        self._message = Message(type=MessageType.HANDSHAKE, payload=payload, from_=node.node_id, to="")
         if message_id is not None:
             self._message.id = message_id
         if ts is not None:
             self._message.ts = ts
+        self._hello: bytes | None = None
 
     def hello(self) -> bytes:
         """The handshake message (send as a TEXT frame)."""
-        return self._message.to_json()
+        if self._hello is None:
+            self._hello = self._message.to_json()
+        return self._hello
 
     def receive_ack(self, data: bytes | str) -> HandshakeResult:
         """Check the responder's answer.
@@ -181,7 +211,21 @@ class Initiator:
             response_bytes = b""
         if not _core.verify_challenge(self.challenge, response_bytes, secret):
             raise PeerAuthenticationError("challenge response did not verify")
-        return HandshakeResult(identity, public, secret)
+        answer = payload.get(ANSWER_FIELD)
+        if answer is None:
+            protocol = "1.0"
+            if self.min_protocol == "2.0":
+                raise DowngradeRefused(f"{identity.id} answered protocol 1.0; min_protocol is 2.0")
+            if self.registry is not None and self.registry.requires_protocol_2(identity.id):
+                raise DowngradeRefused(f"{identity.id} answered protocol 1.0 but was seen on 2.0 before "
+                                       "(a downgrade? PeerRegistry.forget_protocol allows 1.0 again)")
+        elif answer == "2.0" and self.offer_protocol_2:
+            protocol = "2.0"
+        else:
+            raise ProtocolError(f"handshake_ack answers protocol {clip(answer, VERSION_QUOTE_LIMIT)!r}, "
+                                f"which was not offered")
+        ack = data.encode() if isinstance(data, str) else bytes(data)
+        return HandshakeResult(identity, public, secret, protocol, self.hello(), ack)
 
 
 class Responder:
@@ -190,9 +234,12 @@ class Responder:
     (safe to log: escaped, ASCII, at most ``REASON_LIMIT`` bytes); :attr:`peer` is the identity the peer
     presented, set only once it passed :meth:`NodeIdentity.check_fields`."""
 
-    def __init__(self, node: NodeManager, registry: PeerRegistry) -> None:
+    def __init__(self, node: NodeManager, registry: PeerRegistry, *, accept_protocol_2: bool = False,
+                 min_protocol: str = "1.0") -> None:
         self.node = node
         self.registry = registry
+        self.accept_protocol_2 = accept_protocol_2
+        self.min_protocol = min_protocol
         self.refusal: str | None = None
         self.peer: NodeIdentity | None = None
 
@@ -240,16 +287,82 @@ class Responder:
             challenge = b""
         if not 1 <= len(challenge) <= MAX_CHALLENGE_LEN:
             return self._refuse(identity.id, "invalid challenge")
+        offer = payload.get(OFFER_FIELD)
+        offered = isinstance(offer, list) and "2.0" in offer
+        protocol = "2.0" if offered and self.accept_protocol_2 else "1.0"
+        if protocol == "1.0":
+            if self.min_protocol == "2.0":
+                return self._refuse(identity.id, REASON_MIN_PROTOCOL)
+            if self.registry.requires_protocol_2(identity.id):
+                return self._refuse(identity.id, REASON_DOWNGRADE)
         try:
             secret = self.node.derive_shared_secret(public)
         except InvalidKeyError as e:
             return self._refuse(identity.id, f"invalid public key: {e}")
-        ack = self._ack(
-            identity.id,
-            {
-                "identity": self.node.identity.to_dict(),
-                "challengeResponse": b64encode(_core.sign_challenge(challenge, secret)),
-                "accepted": True,
-            },
-        )
-        return ack, HandshakeResult(identity, public, secret)
+        answer: dict[str, Any] = {
+            "identity": self.node.identity.to_dict(),
+            "challengeResponse": b64encode(_core.sign_challenge(challenge, secret)),
+            "accepted": True,
+        }
+        if protocol == "2.0":
+            answer[ANSWER_FIELD] = "2.0"
+        ack = self._ack(identity.id, answer)
+        hello = data.encode() if isinstance(data, str) else bytes(data)
+        return ack, HandshakeResult(identity, public, secret, protocol, hello, ack)
+
+
+class NoiseStage:
+    """Protocol 2.0's Noise handshake, after a hello and ack that agreed on it.
+
+    Sans I/O: the acceptor sends :meth:`first_message` right after its ack;
+    the dialler feeds it to :meth:`answer` and sends what that returns; the
+    acceptor feeds that to :meth:`finish`. Then :attr:`handshake` is finished
+    on both sides and both static keys are proven (``rust/noise.rs`` says
+    why). Both sides use the hello and the ack as the prologue, so a change to
+    either fails the handshake. Failures raise :class:`PeerAuthenticationError`.
+    """
+
+    def __init__(self, handshake: _core.NoiseHandshake, result: HandshakeResult) -> None:
+        self.handshake = handshake
+        self.result = result
+
+    @classmethod
+    def acceptor(cls, node: NodeManager, result: HandshakeResult, *, ephemeral: bytes | None = None) -> NoiseStage:
+        prologue = _core.noise_prologue(result.hello, result.ack)
+        return cls(_core.NoiseHandshake.acceptor(node.private_key, result.peer_public_key, prologue,
+                                                 ephemeral=ephemeral), result)
+
+    @classmethod
+    def dialler(cls, node: NodeManager, result: HandshakeResult, *, ephemeral: bytes | None = None) -> NoiseStage:
+        prologue = _core.noise_prologue(result.hello, result.ack)
+        return cls(_core.NoiseHandshake.dialler(node.private_key, prologue, ephemeral=ephemeral), result)
+
+    def first_message(self) -> bytes:
+        """Acceptor: Noise message 1 (send as a BINARY frame after the ack)."""
+        return self.handshake.write_message()
+
+    def answer(self, message: bytes | str) -> bytes:
+        """Dialler: read message 1 and return message 2 (send it as a BINARY frame).
+
+        The static key inside message 1 must be the one the ack presented."""
+        if not isinstance(message, bytes):
+            raise ProtocolError("protocol 2.0 handshake message must be a binary frame")
+        self.handshake.read_message(message)
+        if self.handshake.remote_public != self.result.peer_public_key:
+            raise PeerAuthenticationError("the Noise static key is not the key the handshake_ack presented")
+        return self.handshake.write_message()
+
+    def finish(self, message: bytes | str) -> None:
+        """Acceptor: read message 2; the dialler's key is proven."""
+        if not isinstance(message, bytes):
+            raise ProtocolError("protocol 2.0 handshake message must be a binary frame")
+        self.handshake.read_message(message)
+        if not self.handshake.finished:
+            raise PeerAuthenticationError("protocol 2.0 handshake did not finish")
+
+    def result_with_link(self) -> HandshakeResult:
+        """The handshake's result carrying the finished Noise state (the
+        prologue's copies of the hello and the ack are let go)."""
+        if not self.handshake.finished:
+            raise PeerAuthenticationError("protocol 2.0 handshake did not finish")
+        return replace(self.result, hello=b"", ack=b"", noise=self.handshake)

@@ -20,7 +20,7 @@ What is exported (``docs/operations.md`` has the full table): every
 (``smsgnet_replay_info{start}``), a ``*_total`` counter, or a labelled
 counter (``smsgnet_connections_rejected_total{reason}``,
 ``smsgnet_drops_total{reason}`` with every known reason present from the
-start); per live link, ``smsgnet_peer_*{peer}`` bytes and messages in and out,
+start), and live links by protocol (``smsgnet_links{protocol}``); per live link, ``smsgnet_peer_*{peer}`` bytes and messages in and out,
 and the last ping round trip ``smsgnet_peer_rtt_seconds``. A field added to
 ``TransportStats`` later is exported under ``smsgnet_<field>`` until it is given
 a type here.
@@ -75,6 +75,8 @@ SCALARS: tuple[tuple[str, str, str], ...] = (
     ("dedup_entries", "gauge", "Message IDs held by the replay table."),
     ("dedup_evicted", "counter", "Message IDs evicted from the replay table before they expired."),
     ("replay_floor", "gauge", "Frames dated before this UNIX time are refused (set after a restart)."),
+    ("downgrades_refused", "counter",
+     "Handshakes refused because they would run protocol 1.0 where 2.0 is required."),
 )
 
 #: ``TransportStats`` fields gathered into ``smsgnet_connections_rejected_total{reason}``.
@@ -82,6 +84,9 @@ REJECTIONS: dict[str, str] = {"rejected_busy": "busy", "rejected_origin": "origi
 
 #: ``TransportStats`` fields exported as labels: field -> (metric, label).
 INFOS: dict[str, tuple[str, str]] = {"replay_start": ("smsgnet_replay", "start")}
+
+#: ``TransportStats`` dict fields exported as one gauge with a label per key: field -> (metric, label).
+LABELLED: dict[str, tuple[str, str]] = {"links_by_protocol": ("smsgnet_links", "protocol")}
 
 
 def require_prometheus() -> None:
@@ -192,6 +197,15 @@ class TransportCollector:
         for field, reason in REJECTIONS.items():
             rejected.add_metric([reason], getattr(stats, field, 0))
         out.append(rejected)
+
+        for name, (metric, label) in LABELLED.items():
+            if hasattr(stats, name):
+                seen.add(name)
+                labelled = GaugeMetricFamily(metric, "Live links by wire protocol (1.0: SMSG, 2.0: Noise).",
+                                             labels=[label])
+                for key, count in getattr(stats, name).items():
+                    labelled.add_metric([key], count)
+                out.append(labelled)
 
         drops = CounterMetricFamily("smsgnet_drops", "Frames dropped, by reason.", labels=["reason"])
         for reason, count in {**dict.fromkeys(DROP_REASONS, 0), **stats.drops}.items():

@@ -136,6 +136,10 @@ class Peer:
     score: float = 50.0
     connected: bool = False
     origin: str = PeerOrigin.ADDED.value
+    #: "2.0" once the peer was seen on protocol 2.0: from then on 1.0 links
+    #: from or to it are refused (downgrade protection) until
+    #: :meth:`PeerRegistry.forget_protocol`. "" otherwise.
+    protocol: str = ""
 
     @classmethod
     def from_identity(cls, identity: NodeIdentity, address: str = "") -> Peer:
@@ -164,7 +168,7 @@ class Peer:
         return cls(**{k: v for k, v in obj.items() if k in names})
 
 
-_STR_FIELDS = ("id", "name", "public_key", "address", "role", "origin")
+_STR_FIELDS = ("id", "name", "public_key", "address", "role", "origin", "protocol")
 _KEPT = {"id": IDENTITY_LIMITS["id"], "public_key": IDENTITY_LIMITS["publicKey"]}
 _CUT = {"name": IDENTITY_LIMITS["name"], "role": IDENTITY_LIMITS["role"]}
 
@@ -179,7 +183,7 @@ def _row(p: Peer) -> dict[str, Any]:
     return {
         "id": p.id, "name": p.name, "public_key": p.public_key, "address": p.address, "role": p.role,
         "added_at": p.added_at, "last_seen": p.last_seen, "ping_ms": p.ping_ms, "score": p.score,
-        "connected": False, "origin": p.origin,
+        "connected": False, "origin": p.origin, "protocol": p.protocol,
     }
 
 
@@ -203,7 +207,9 @@ def _peer_from_entry(entry: Any, legacy_origin: str) -> Peer | None:
         origin = legacy_origin
     elif origin not in (PeerOrigin.ADDED, PeerOrigin.AUTO):
         origin = PeerOrigin.AUTO.value
-    peer = Peer.from_dict({**entry, "origin": str(origin), "connected": False})
+    protocol = entry.get("protocol", "")
+    peer = Peer.from_dict({**entry, "origin": str(origin), "connected": False,
+                           "protocol": protocol if protocol == "2.0" else ""})
     for key, n in _CUT.items():
         value = getattr(peer, key)
         if len(value) > n:
@@ -373,6 +379,30 @@ class PeerRegistry:
         else:
             self._times_dirty = True
         return peer
+
+    def note_protocol(self, peer_id: str, protocol: str) -> None:
+        """Remember that a proven peer spoke ``protocol`` (only "2.0" is kept:
+        it is what later 1.0 links are refused for). Never raises."""
+        peer = self._peers.get(peer_id)
+        if protocol == "2.0" and peer is not None and peer.protocol != "2.0":
+            peer.protocol = "2.0"
+            self.save_soon()
+
+    def requires_protocol_2(self, peer_id: str) -> bool:
+        """True when ``peer_id`` was seen on protocol 2.0: a 1.0 link with it
+        would be a downgrade and is refused."""
+        peer = self._peers.get(peer_id)
+        return peer is not None and peer.protocol == "2.0"
+
+    def forget_protocol(self, peer_id: str) -> bool:
+        """Allow protocol 1.0 with a peer again (for instance one that now runs
+        a Go node with the same key). Returns False when nothing was remembered."""
+        peer = self._peers.get(peer_id)
+        if peer is None or peer.protocol != "2.0":
+            return False
+        peer.protocol = ""
+        self.save_soon()
+        return True
 
     def mark_disconnected(self, peer_id: str) -> None:
         """Record that a peer's connection closed (in memory; never raises)."""

@@ -37,6 +37,18 @@ when ``ping_interval`` has passed since the last ping we sent, with
 passed), and with None otherwise; :attr:`next_deadline` says when to call it
 again. Every clock value is UNIX seconds passed in by the caller, so tests run
 on a fake clock and nothing here sleeps.
+
+**Protocol 2.0.** A session made with a finished ``noise`` handshake
+(:class:`~smsgnet.handshake.NoiseStage`) seals and opens with
+``_core.NoiseLink`` instead of SMSG: the handshake proved both keys, so the
+transport makes it proven from the start (an inbound one waits for its first
+frame only when a live link with that peer already exists), replays need no table (Noise's counters refuse
+a replayed, dropped or reordered frame) and no ``ts`` check; the same message
+ID twice from the peer is still delivered once, as on 1.0. The first frame that does
+not open breaks the link (:class:`FrameDropped` with ``fatal`` True: close
+it). Frames must leave in the order they were sealed, so a 2.0 session does
+not seal the pong while it receives (``PingReceived.reply`` is None; seal
+``PingReceived.pong`` when sending it).
 """
 
 from __future__ import annotations
@@ -94,10 +106,12 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class PingReceived:
-    """The peer pinged; ``reply`` is the sealed pong to send back."""
+    """The peer pinged; ``reply`` is the sealed pong to send back (None on
+    protocol 2.0: seal ``pong`` with :meth:`Session.seal` right before sending)."""
 
     message: Message
-    reply: bytes
+    reply: bytes | None
+    pong: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +138,12 @@ class Proven:
 
 @dataclass(frozen=True, slots=True)
 class FrameDropped:
-    """A frame was dropped; ``reason`` is one of :data:`DROP_REASONS`."""
+    """A frame was dropped; ``reason`` is one of :data:`DROP_REASONS`.
+    ``fatal``: nothing more can be opened on this link (protocol 2.0): close it."""
 
     reason: str
     detail: str
+    fatal: bool = False
 
 
 Event: TypeAlias = MessageReceived | PingReceived | PongReceived | PeerDisconnected | Proven | FrameDropped
@@ -165,7 +181,7 @@ class Session:
     dialled (the responder proved its key with the HMAC)."""
 
     __slots__ = (
-        "local_id", "peer_id", "cipher", "receiver", "dedup", "drops", "last_drop", "messages_in",
+        "local_id", "peer_id", "cipher", "link", "receiver", "dedup", "protocol", "drops", "last_drop", "messages_in",
         "messages_out", "proven", "last_received", "last_ping_sent", "created", "ping_interval",
         "idle_limit", "proof_deadline", "deliver_control", "closed",
     )
@@ -181,24 +197,35 @@ class Session:
         peer_public_key: str = "",
         proven: bool = True,
         now: float = 0.0,
+        noise: _core.NoiseHandshake | None = None,
     ) -> None:
         self.local_id = local_id
         self.peer_id = peer_id
-        self.cipher = _core.SmsgCipher(shared_secret)
         bucket = None
         burst, per_sec = config.rate_limit_for(peer_id, peer_public_key)
         if burst is not None:
             bucket = _core.TokenBucket(burst, per_sec)
-        self.receiver = _core.FrameReceiver(
-            self.cipher,
-            dedup,
-            bucket=bucket,
-            max_age=config.dedup_ttl,
-            max_future=config.max_clock_skew,
-            peer_id=peer_id if config.strict_sender else None,
-            sender=peer_id,  # the replay table's partition: one per authenticated peer
-            local_id=local_id or None,
-        )
+        self.receiver: _core.FrameReceiver | _core.NoiseLink
+        if noise is not None:
+            self.protocol = "2.0"
+            self.cipher: _core.SmsgCipher | None = None
+            self.link: _core.NoiseLink | None = noise.into_link(
+                rekey_interval=config.rekey_interval, bucket=bucket, dedup=dedup, sender=peer_id)
+            self.receiver = self.link
+        else:
+            self.protocol = "1.0"
+            self.link = None
+            self.cipher = _core.SmsgCipher(shared_secret)
+            self.receiver = _core.FrameReceiver(
+                self.cipher,
+                dedup,
+                bucket=bucket,
+                max_age=config.dedup_ttl,
+                max_future=config.max_clock_skew,
+                peer_id=peer_id if config.strict_sender else None,
+                sender=peer_id,  # the replay table's partition: one per authenticated peer
+                local_id=local_id or None,
+            )
         self.dedup = dedup
         self.drops: Counter[str] = Counter()
         self.last_drop = ""
@@ -230,8 +257,16 @@ class Session:
         if not self.proven:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet; nothing is sealed for it")
         self.messages_out += 1
+        link = self.link
+        if link is not None:
+            return link.seal(message_json)  # counter nonces: no replay table to mark
         # one native call: seal, then mark the ID (a reflected copy is refused)
-        return self.cipher.seal_marked(self.dedup, message_id, message_json, now=now)
+        return self.cipher.seal_marked(self.dedup, message_id, message_json, now=now)  # type: ignore[union-attr]
+
+    def sealed_len(self, message_len: int) -> int | None:
+        """Frame size for a message of ``message_len`` bytes on a 2.0 link
+        (None on 1.0, where the size is known only once sealed)."""
+        return _core.noise_sealed_len(message_len) if self.link is not None else None
 
     def sealed_elsewhere(self) -> None:
         """Count a frame sealed for this peer by a batch call (``broadcast``);
@@ -275,9 +310,12 @@ class Session:
         it opened and passed every check."""
         if isinstance(frame, str):
             return [self._drop("unexpected_text", "text frame after the handshake")]
-        reason, body = self.receiver.receive(frame, now)
+        receiver = self.receiver
+        reason, body = receiver.receive(frame, now)
         if body is None:
-            return [self._drop(reason, self.receiver.last_error)]
+            if self.link is not None and self.link.broken:
+                return [self._drop(reason, receiver.last_error, fatal=True)]
+            return [self._drop(reason, receiver.last_error)]
         try:
             msg = Message.from_json(body)
         except InvalidMessageError as e:
@@ -294,9 +332,10 @@ class Session:
         self.messages_in += 1
         t = msg.type
         if t == "ping":
-            reply = msg.pong(int(now * 1000))
+            reply = self._stamped(msg.pong(int(now * 1000)), now)
             reply.from_ = self.local_id
-            events.append(PingReceived(msg, self.seal(self._stamped(reply, now), now)))
+            # 2.0: sealed by the sender, in the order frames leave
+            events.append(PingReceived(msg, None if self.link is not None else self.seal(reply, now), reply))
         elif t == "pong":
             p = msg.payload if isinstance(msg.payload, dict) else {}
             sent = p.get("sentAt")
@@ -314,10 +353,10 @@ class Session:
             events.append(MessageReceived(msg))
         return events
 
-    def _drop(self, reason: str, detail: str) -> FrameDropped:
+    def _drop(self, reason: str, detail: str, fatal: bool = False) -> FrameDropped:
         self.drops[reason] += 1
         self.last_drop = f"{reason}: {detail}" if detail else reason
-        return FrameDropped(reason, detail)
+        return FrameDropped(reason, detail, fatal)
 
     # -- the clock -----------------------------------------------------------------------
 

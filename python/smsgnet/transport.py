@@ -28,7 +28,7 @@ from typing import Any, overload
 
 from smsgnet import _core
 from smsgnet.acceptor import Acceptor
-from smsgnet.config import TransportConfig
+from smsgnet.config import PROTOCOLS, TransportConfig
 from smsgnet.connection import DUPLICATE_REASON, PeerConnection
 from smsgnet.dialer import Dialer, build_url
 from smsgnet.exceptions import (
@@ -97,6 +97,10 @@ class TransportStats:
     #: "fresh" or "memory" (no state_dir); frames dated before ``replay_floor`` are refused.
     replay_start: str = ""
     replay_floor: float | None = None
+    #: Live links by wire protocol: {"1.0": n, "2.0": m}.
+    links_by_protocol: dict[str, int] = field(default_factory=dict)
+    #: 1.0 handshakes refused because 2.0 is required (min_protocol, or a peer seen on 2.0).
+    downgrades_refused: int = 0
 
 
 def _stopped() -> TransportStopped:
@@ -406,6 +410,7 @@ class Transport:
         a = self._acceptor.stats
         drops = Counter(self._closed_drops)
         msgs_in, msgs_out = self._closed_msgs
+        by_protocol = Counter(c.protocol for c in self._table.live())
         for c in self._table.live() + self._table.pending():
             drops.update(c.session.drops)
             msgs_in += c.session.messages_in
@@ -436,6 +441,8 @@ class Transport:
             dedup_evicted=self._dedup.evicted,
             replay_start=self._replay.start_kind or "",
             replay_floor=self._dedup.floor,
+            links_by_protocol={p: by_protocol.get(p, 0) for p in PROTOCOLS},
+            downgrades_refused=a.downgrades_refused + self._dialer.downgrades_refused,
         )
 
     # -- sending --------------------------------------------------------------------
@@ -475,12 +482,17 @@ class Transport:
         if not targets:
             return {}
         encoded = msg.to_json()
-        # one mark for the message and one native call sealing it for every peer
-        frames = _core.seal_for_all([c.session.cipher for c in targets], encoded)
-        self._dedup.mark(msg.id)
-        results = await asyncio.gather(
-            *(c.send_sealed(f) for c, f in zip(targets, frames)), return_exceptions=True
-        )
+        v1 = [c for c in targets if c.session.cipher is not None]
+        sends: list[Coroutine[Any, Any, None]] = []
+        if v1:
+            # one mark for the message and one native call sealing it for every 1.0 peer
+            frames = _core.seal_for_all([c.session.cipher for c in v1 if c.session.cipher is not None], encoded)
+            self._dedup.mark(msg.id)
+            sends = [c.send_sealed(f) for c, f in zip(v1, frames)]
+        # 2.0 links seal their own (counter nonces, sealed in the order frames leave)
+        sends += [c.send_encoded(msg.id, encoded) for c in targets if c.session.cipher is None]
+        targets = v1 + [c for c in targets if c.session.cipher is None]
+        results = await asyncio.gather(*sends, return_exceptions=True)
         return {c.peer_id: r for c, r in zip(targets, results) if isinstance(r, BaseException)}
 
     # -- connecting out ---------------------------------------------------------------
@@ -557,7 +569,10 @@ class Transport:
         return conn
 
     async def _dial(self, peer: Peer, url: str, expected: bytes | None) -> PeerConnection:
-        initiator = Initiator(self.node, expected_public_key=expected, expected_id=peer.id or None)
+        config = self.config
+        initiator = Initiator(self.node, expected_public_key=expected, expected_id=peer.id or None,
+                              offer_protocol_2=config.offers_protocol_2, min_protocol=config.min_protocol,
+                              registry=self.registry)
         dial_started = time.monotonic()
         ws, result = await self._dialer.dial(url, initiator)
         if self._stopping:
@@ -571,13 +586,20 @@ class Transport:
         winner = self._table.race_winner_pending(conn)
         if winner is not None:
             await self._settled(winner, self.config.handshake_timeout)
+        elif conn.peer_id < self.node.node_id:
+            # 2.0: the peer's winning dial may still be in its Noise handshake here
+            inbound = self._acceptor.noise_in_progress.get(conn.peer_id)
+            if inbound is not None:
+                await asyncio.wait([inbound], timeout=self.config.handshake_timeout)
         adoption = self._table.adopt(conn, time.monotonic())
         if not adoption.adopted:
             self._drop_redundant(conn, adoption.live)
             return adoption.live
         self.spawn(conn.run())
         conn.start_timer()
-        # Prove our key at once: the responder has just proven its own by HMAC.
+        # 1.0: prove our key at once (the responder has just proven its own by
+        # HMAC). 2.0: the handshake proved it, but a peer that already had a live
+        # link with us holds this one back until its first frame, as on 1.0.
         await conn.ping()
         self._apply(conn, adoption)
         return conn
@@ -605,7 +627,9 @@ class Transport:
         conn = self._new_connection(ws, result, outbound=False, address=address)
         for victim in self._table.add_pending(ws, conn):
             self._evict(victim)
-        conn.start_timer()  # the proof deadline
+        conn.start_timer()  # the proof deadline (1.0), the keepalive (2.0)
+        if conn.proven:
+            self.connection_proven(conn)  # protocol 2.0: the handshake proved the key
         task = asyncio.current_task()
         if task is not None:
             self._inbound_tasks.add(task)
@@ -631,9 +655,14 @@ class Transport:
 
     def _new_connection(self, ws: Connection, result: HandshakeResult, *, outbound: bool,
                         address: str) -> PeerConnection:
+        # Inbound 2.0 is proven by its handshake and goes live at once, unless a
+        # live link with this peer exists: then (a race, or a redundant dial the
+        # peer is about to close) it waits for the peer's first frame, as 1.0
+        # does, so both sides decide from the same facts.
+        proven = outbound or (result.noise is not None and self._table.get(result.peer.id) is None)
         session = Session(result.peer.id, result.shared_secret, self._dedup, self.config,
                           local_id=self.node.node_id, peer_public_key=result.peer.public_key,
-                          proven=outbound, now=time.time())
+                          proven=proven, now=time.time(), noise=result.noise)
         peer = self.registry.get(result.peer.id) or Peer.from_identity(result.peer, address)
         return PeerConnection(self, ws, result.peer, result.shared_secret, session, outbound=outbound,
                               peer=peer, address=address)
@@ -646,6 +675,8 @@ class Transport:
         old = adoption.close
         address = conn.address if conn.outbound else (conn.peer.address or conn.address)
         conn.peer = self.registry.mark_connected(conn.identity, address)  # never raises, never blocks
+        if conn.protocol == "2.0":
+            self.registry.note_protocol(conn.peer_id, "2.0")  # 1.0 with this peer is a downgrade from now on
         if adoption.outcome is Outcome.RACE_WON:
             assert old is not None
             self._drop_redundant(old, conn)

@@ -21,6 +21,8 @@ pyo3::import_exception!(smsgnet.exceptions, UnsupportedFormatError);
 pyo3::import_exception!(smsgnet.exceptions, AuthenticationFailedError);
 pyo3::import_exception!(smsgnet.exceptions, InvalidEnvelopeError);
 pyo3::import_exception!(smsgnet.exceptions, InvalidMessageError);
+pyo3::import_exception!(smsgnet.exceptions, InvalidRecordError);
+pyo3::import_exception!(smsgnet.exceptions, PeerAuthenticationError);
 
 /// Map a core error to the matching `smsgnet.exceptions` class.
 pub fn to_py_err(e: CoreError) -> PyErr {
@@ -39,6 +41,8 @@ pub fn to_py_err(e: CoreError) -> PyErr {
         CoreError::AuthenticationFailed => AuthenticationFailedError::new_err(text),
         CoreError::EnvelopeInvalid(_) => InvalidEnvelopeError::new_err(text),
         CoreError::MessageInvalid(_) => InvalidMessageError::new_err(text),
+        CoreError::NoiseHandshake(_) => PeerAuthenticationError::new_err(text),
+        CoreError::RecordInvalid(_) => InvalidRecordError::new_err(text),
     }
 }
 
@@ -65,5 +69,7 @@ pub fn add_to_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AuthenticationFailedError", py.get_type::<AuthenticationFailedError>())?;
     m.add("InvalidEnvelopeError", py.get_type::<InvalidEnvelopeError>())?;
     m.add("InvalidMessageError", py.get_type::<InvalidMessageError>())?;
+    m.add("InvalidRecordError", py.get_type::<InvalidRecordError>())?;
+    m.add("PeerAuthenticationError", py.get_type::<PeerAuthenticationError>())?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! every error goes through `errors::to_py_err`.
 
 mod errors;
+mod noise;
 
 use std::sync::Arc;
 
@@ -563,6 +564,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TokenBucket>()?;
     m.add_class::<Deduplicator>()?;
     m.add_class::<FrameReceiver>()?;
+    m.add_function(wrap_pyfunction!(noise::noise_prologue, m)?)?;
+    m.add_function(wrap_pyfunction!(noise::noise_sealed_len, m)?)?;
+    m.add_class::<noise::NoiseHandshake>()?;
+    m.add_class::<noise::NoiseLink>()?;
+    m.add("NOISE_PATTERN", crate::noise::PATTERN)?;
     m.add("PROTOCOL_VERSION", "1.0")?;
     m.add("MAX_HEADER_LEN", smsg::MAX_HEADER_LEN)?;
     errors::add_to_module(m)?;

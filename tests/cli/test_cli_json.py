@@ -145,7 +145,10 @@ def test_serve_json_prints_one_line_per_message(serve, cli, tmp_path):
     lines = message_lines(server, 3)
     for line, text in zip(lines, sent, strict=True):
         msg = json.loads(text)
-        assert line == {"type": "probe", "from": me["id"], "size": len(text.encode()), "id": msg["id"]}
+        # send --json prints the message as sent, plus the link's protocol as its last key
+        assert text.endswith(',"protocol":"2.0"}')
+        size = len(text.encode()) - len(',"protocol":"2.0"')
+        assert line == {"type": "probe", "from": me["id"], "size": size, "id": msg["id"]}
 
 
 def test_serve_without_json_prints_only_the_startup_line(serve, cli):

@@ -74,7 +74,9 @@ def test_echo_server_and_send_wait_reply(serve, cli, tmp_path):
     assert reply["from"] == server.info["id"]
     assert reply["to"] == me["id"]
     assert uuid.UUID(reply["replyTo"]).version == 4
-    assert list(reply) == ["id", "type", "from", "to", "ts", "payload", "replyTo"]
+    # the message's fields in wire order, then the protocol the link ran
+    assert list(reply) == ["id", "type", "from", "to", "ts", "payload", "replyTo", "protocol"]
+    assert reply["protocol"] == "2.0"
 
 
 def test_send_without_waiting_prints_the_id_or_the_message(serve, cli):

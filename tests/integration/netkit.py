@@ -109,3 +109,77 @@ async def impostor(url: str, claimed: NodeManager, **kw: Any) -> ClientConnectio
     ack = orjson.loads(await asyncio.wait_for(ws.recv(), 3))
     assert ack["payload"]["accepted"] is True, ack
     return ws
+
+
+class Proxy:
+    """A man in the middle at the WebSocket layer: real sockets both sides.
+
+    Accepts on 127.0.0.1, dials ``target`` for each connection, and relays
+    frames both ways, recording each as ``(direction, frame)`` with direction
+    ``"up"`` (dialler → target) or ``"down"``. ``rewrite_hello`` /
+    ``rewrite_ack`` change the first TEXT frame of their direction (the
+    handshake) before it goes on; ``inject_up`` frames are sent to the target
+    right after the first binary frame that goes up (a 2.0 link's message 2).
+    """
+
+    def __init__(self, target: str, *, rewrite_hello: Callable[[dict[str, Any]], None] | None = None,
+                 rewrite_ack: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.target = target
+        self.rewrite_hello = rewrite_hello
+        self.rewrite_ack = rewrite_ack
+        self.inject_up: list[bytes] = []
+        self.recorded: list[tuple[str, bytes | str]] = []
+        self.server: Any = None
+        self.url = ""
+        #: the socket to the target of the latest relayed connection
+        self.upstream: Any = None
+
+    async def __aenter__(self) -> Proxy:
+        from websockets.asyncio.server import serve
+
+        self.server = await serve(self._relay, "127.0.0.1", 0, compression=None, ping_interval=None)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    @staticmethod
+    def _rewrite(frame: bytes | str, change: Callable[[dict[str, Any]], None]) -> str:
+        msg = orjson.loads(frame)
+        change(msg)
+        return orjson.dumps(msg).decode()
+
+    async def _relay(self, down: Any) -> None:
+        async with connect(self.target, compression=None, ping_interval=None, proxy=None) as up:
+            self.upstream = up
+            async def pump(src: Any, dst: Any, direction: str, change: Any) -> None:
+                first_text, first_binary = True, True
+                try:
+                    async for frame in src:
+                        if isinstance(frame, str) and first_text:
+                            first_text = False
+                            if change is not None:
+                                frame = self._rewrite(frame, change)
+                        self.recorded.append((direction, frame))
+                        await dst.send(frame)
+                        if isinstance(frame, bytes) and first_binary and direction == "up":
+                            first_binary = False
+                            for extra in self.inject_up:
+                                await dst.send(extra)
+                except Exception:
+                    pass
+                finally:
+                    await dst.close()
+
+            await asyncio.gather(pump(down, up, "up", self.rewrite_hello),
+                                 pump(up, down, "down", self.rewrite_ack))
+
+    def frames(self, direction: str) -> list[bytes]:
+        """The binary frames that went ``direction``, in order."""
+        return [f for d, f in self.recorded if d == direction and isinstance(f, bytes)]
+
+    def texts(self, direction: str) -> list[str]:
+        return [f for d, f in self.recorded if d == direction and isinstance(f, str)]

@@ -97,11 +97,13 @@ async def test_a_frame_reflected_back_at_its_sender_is_dropped(make_node):
     assert b.stats().drops.get("duplicate") == 1
 
 
-async def test_a_newcomer_claiming_a_live_peers_id_cannot_disturb_it(make_node):
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+async def test_a_newcomer_claiming_a_live_peers_id_cannot_disturb_it(make_node, protocol):
     inbox = Inbox()
-    b = await make_node("b", handler=inbox)
+    b = await make_node("b", handler=inbox, max_protocol=protocol)
     victim = await make_node("victim")
     conn = await victim.connect(b.address)
+    assert conn.protocol == protocol
     await conn.send(Message.new("hello", victim.node.node_id, b.node.node_id))
     await inbox.get()
     live = b.get_connection(victim.node.node_id)
@@ -115,6 +117,25 @@ async def test_a_newcomer_claiming_a_live_peers_id_cannot_disturb_it(make_node):
     ws = await connect(b.url, proxy=None)
     await ws.send(orjson.dumps(fake), text=True)
     ack = orjson.loads(await asyncio.wait_for(ws.recv(), 3))
+    if protocol == "2.0":
+        # b has seen the victim on 2.0: a 1.0 hello in its name is a downgrade, refused outright
+        assert ack["payload"]["accepted"] is False and "2.0" in ack["payload"]["reason"]
+        await ws.close()
+        # offering 2.0 gets Noise message 1, which only the victim's private key can answer
+        fake["payload"]["protocols"] = ["2.0"]
+        ws = await connect(b.url, proxy=None)
+        await ws.send(orjson.dumps(fake), text=True)
+        ack = orjson.loads(await asyncio.wait_for(ws.recv(), 3))
+        assert ack["payload"]["accepted"] is True and ack["payload"]["protocol"] == "2.0"
+        assert isinstance(await asyncio.wait_for(ws.recv(), 3), bytes)  # message 1
+        await ws.send(b"\x00" * 48)  # a message 2 made without the victim's key
+        await asyncio.wait_for(ws.wait_closed(), 3)
+        assert ws.close_code == 1002
+        await conn.send(Message.new("still_here", victim.node.node_id, b.node.node_id))
+        assert (await inbox.get()).type == "still_here"
+        assert b.get_connection(victim.node.node_id) is live and live.is_open
+        assert b.stats().unproven_connections == 0 and b.stats().downgrades_refused == 1
+        return
     assert ack["payload"]["accepted"] is True  # the responder cannot tell yet...
     # ...but the live connection is untouched, and garbage from the attacker proves nothing
     await ws.send(b"SMSG\x02" + b"\x00" * 100)

@@ -306,19 +306,22 @@ async def test_a_stopped_transport_says_so_everywhere(make_node):
             await call
 
 
-async def test_a_trusted_peer_can_be_given_its_own_rate_limit(make_node):
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+async def test_a_trusted_peer_can_be_given_its_own_rate_limit(make_node, protocol):
     trusted, other = NodeManager.generate("trusted"), NodeManager.generate("other")
     got: list[str] = []
     b = await make_node("b", handler=lambda conn, msg: got.append(conn.peer_id), rate_limit_burst=5,
-                        rate_limit_per_sec=0.0,
+                        rate_limit_per_sec=0.0, max_protocol=protocol,
                         peer_rate_limits={trusted.node_id: (None, 0.0), other.identity.public_key: (10, 0.0)})
     stranger = await make_node("stranger")
     for sender in (await make_node("t", node=trusted), await make_node("o", node=other), stranger):
         conn = await sender.connect(b.address)
+        assert conn.protocol == protocol
         for i in range(50):
             await conn.send(Message.new("n", "", conn.peer_id, {"i": i}))
     await wait_for(lambda: sum(b.stats().drops.values()) + len(got) >= 150)
+    # the dialler's first ping (its proof of key on 1.0) takes a token on both protocols
     assert got.count(trusted.node_id) == 50          # no limit (by node ID)
-    assert got.count(other.node_id) == 10 - 1        # its own bucket (by key); the proof ping took a token
+    assert got.count(other.node_id) == 10 - 1        # its own bucket (by key)
     assert got.count(stranger.node.node_id) == 5 - 1  # the default bucket
     assert b.stats().drops == {"rate_limited": (50 - 9) + (50 - 4)}

@@ -28,7 +28,7 @@ from smsgnet import (
     TransportConfig,
     TransportStats,
 )
-from smsgnet.metrics import INFOS, REJECTIONS, SCALARS, TransportCollector, serve_metrics
+from smsgnet.metrics import INFOS, LABELLED, REJECTIONS, SCALARS, TransportCollector, serve_metrics
 from smsgnet.session import DROP_REASONS
 
 LOCAL = "127.0.0.1:0"
@@ -149,6 +149,8 @@ async def test_every_stats_field_is_exported(nodes):
             assert "smsgnet_connections_rejected_total" in names
         elif f.name in INFOS:
             assert f"{INFOS[f.name][0]}_info" in names
+        elif f.name in LABELLED:
+            assert LABELLED[f.name][0] in names
         elif getattr(server.stats(), f.name) is None:
             assert f.name in typed  # a gauge with no value yet: no sample, but a declared type
         else:

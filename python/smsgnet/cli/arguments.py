@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import orjson
 
 from smsgnet import __version__
-from smsgnet.config import TransportConfig
+from smsgnet.config import PROTOCOLS, TransportConfig
 from smsgnet.exceptions import ConfigError
 from smsgnet.handshake import PROTOCOL_VERSION
 from smsgnet.identity import NodeRole
@@ -221,6 +221,14 @@ def add_json(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--json", action="store_true", help=help)
 
 
+def add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """``--min-protocol`` and ``--max-protocol`` (docs/protocol.md, "Protocol 2.0")."""
+    p.add_argument("--min-protocol", choices=PROTOCOLS, default="1.0",
+                   help="refuse links below this protocol; 2.0 refuses the Go nodes' 1.0 (default: 1.0)")
+    p.add_argument("--max-protocol", choices=PROTOCOLS, default="2.0",
+                   help="1.0 never offers or accepts protocol 2.0 (default: 2.0)")
+
+
 def add_client_options(p: argparse.ArgumentParser) -> None:
     """ADDR and the options of every command that dials a node (``ping``, ``send``)."""
     p.add_argument("addr", metavar="ADDR", type=address,
@@ -236,4 +244,5 @@ def add_client_options(p: argparse.ArgumentParser) -> None:
                    help="wss:// only: do not verify the TLS certificate (the X25519 key is still checked)")
     p.add_argument("--ca", metavar="FILE",
                    help="wss:// only: CA bundle to verify the peer's TLS certificate")
+    add_protocol_options(p)
     add_json(p, "print the result as JSON")

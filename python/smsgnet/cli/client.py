@@ -88,6 +88,8 @@ def client_config(args: argparse.Namespace, *, control: bool) -> TransportConfig
         tls_verify=not args.insecure,
         tls_ca_path=args.ca,
         deliver_control_messages=control,
+        min_protocol=args.min_protocol,
+        max_protocol=args.max_protocol,
     )
 
 
@@ -131,7 +133,8 @@ async def _ping(args: argparse.Namespace, node: NodeManager) -> int:
     async with client_session(args, node, control=True) as (url, conn, replies):
         peer = conn.identity
         if not args.json:
-            say(f"PING {url}: node {peer.id}" + (f" ({peer.name}, {peer.role})" if peer.name else f" ({peer.role})"))
+            say(f"PING {url}: node {peer.id}" + (f" ({peer.name}, {peer.role})" if peer.name else f" ({peer.role})")
+                + f", protocol {conn.protocol}")
         for seq in range(1, args.count + 1):
             if seq > 1 and args.interval:
                 await asyncio.sleep(args.interval)
@@ -161,6 +164,7 @@ async def _ping(args: argparse.Namespace, node: NodeManager) -> int:
             "peerName": conn.identity.name,
             "publicKey": conn.identity.public_key,
             "url": url,
+            "protocol": conn.protocol,
             "sent": len(rtts),
             "received": len(got),
             "rttMs": [_round(r) for r in rtts],
@@ -208,6 +212,7 @@ def run_send(args: argparse.Namespace) -> int:
 async def _send(args: argparse.Namespace, node: NodeManager) -> int:
     reply: Message | None = None
     async with client_session(args, node, control=False) as (_url, conn, _replies):
+        protocol = conn.protocol
         msg = Message.new(args.type, node.node_id, conn.peer_id, args.payload)
         if args.wait_reply:
             try:
@@ -221,8 +226,10 @@ async def _send(args: argparse.Namespace, node: NodeManager) -> int:
             await conn.send(msg)
             await _confirm_read(conn, node, args.timeout)
         log.info("sent %s %s to %s", msg.type, msg.id, conn.peer_id)
-    if reply is None:
-        say(msg.to_json().decode() if args.json else msg.id)
+    shown = msg if reply is None else reply
+    if args.json:
+        # the message as it went on the wire, plus the protocol the link ran as its last key
+        say(shown.to_json()[:-1].decode() + f',"protocol":"{protocol}"}}')
     else:
-        say(reply.to_json().decode() if args.json else orjson.dumps(reply.payload).decode())
+        say(msg.id if reply is None else orjson.dumps(reply.payload).decode())
     return EXIT_OK

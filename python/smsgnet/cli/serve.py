@@ -60,6 +60,7 @@ def add_parser(sub: arguments.SubParsers) -> None:
     p.add_argument("--metrics", metavar="HOST:PORT", type=arguments.listen_address,
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (needs smsgnet[metrics]; "
                         "port 0 picks a free port)")
+    arguments.add_protocol_options(p)
     loops.add_loop(p)
     arguments.add_json(p, "after the startup line, print one JSON line {type, from, size, id} per "
                           "message received; errors as JSON")
@@ -94,6 +95,8 @@ def _config(args: argparse.Namespace) -> TransportConfig:
         rate_limit_per_sec=per_sec if per_sec is not None else DEFAULTS.rate_limit_per_sec,
         # the replay table lives beside the identity: no frame is accepted twice across restarts
         state_dir=str(args.state or default_state_dir()),
+        min_protocol=args.min_protocol,
+        max_protocol=args.max_protocol,
     )
 
 

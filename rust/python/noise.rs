@@ -1,0 +1,235 @@
+//! Bindings of protocol 2.0 (`crate::noise`): `NoiseHandshake`, `NoiseLink`,
+//! `noise_prologue`, `noise_sealed_len`.
+
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+
+use super::errors::{self, to_py_err};
+use super::{now_or_clock, text_arg, Deduplicator, TokenBucket};
+use crate::noise::{self, Handshake, Link};
+use crate::receive::DropReason;
+use crate::smsg::{parse_message_head, LARGE_FRAME};
+
+/// The prologue of a 2.0 handshake: the hello and the ack as sent.
+#[pyfunction]
+pub fn noise_prologue<'py>(py: Python<'py>, hello: &[u8], ack: &[u8]) -> Bound<'py, PyBytes> {
+    PyBytes::new(py, &noise::prologue(hello, ack))
+}
+
+/// Length of the frame that seals a message of `length` bytes.
+#[pyfunction]
+pub fn noise_sealed_len(length: usize) -> usize {
+    noise::sealed_len(length)
+}
+
+/// One side of the 2.0 handshake (see `rust/noise.rs`).
+#[pyclass(module = "smsgnet._core")]
+pub struct NoiseHandshake {
+    inner: Option<Handshake>,
+}
+
+impl NoiseHandshake {
+    fn state(&mut self) -> PyResult<&mut Handshake> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| errors::invalid_argument("the handshake was already turned into a link"))
+    }
+}
+
+#[pymethods]
+impl NoiseHandshake {
+    /// The acceptor's side (it writes the first message); `dialler_public`
+    /// comes from the dialler's hello. `ephemeral` fixes the ephemeral key
+    /// (test vectors only).
+    #[staticmethod]
+    #[pyo3(signature = (private_key, dialler_public, prologue, *, ephemeral=None))]
+    fn acceptor(private_key: &[u8], dialler_public: &[u8], prologue: &[u8], ephemeral: Option<&[u8]>) -> PyResult<Self> {
+        let hs = match ephemeral {
+            Some(e) => Handshake::with_ephemeral_for_tests(private_key, Some(dialler_public), prologue, e),
+            None => Handshake::acceptor(private_key, dialler_public, prologue),
+        }
+        .map_err(to_py_err)?;
+        Ok(NoiseHandshake { inner: Some(hs) })
+    }
+
+    /// The dialler's side (it reads the first message).
+    #[staticmethod]
+    #[pyo3(signature = (private_key, prologue, *, ephemeral=None))]
+    fn dialler(private_key: &[u8], prologue: &[u8], ephemeral: Option<&[u8]>) -> PyResult<Self> {
+        let hs = match ephemeral {
+            Some(e) => Handshake::with_ephemeral_for_tests(private_key, None, prologue, e),
+            None => Handshake::dialler(private_key, prologue),
+        }
+        .map_err(to_py_err)?;
+        Ok(NoiseHandshake { inner: Some(hs) })
+    }
+
+    fn write_message<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let msg = self.state()?.write_message().map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &msg))
+    }
+
+    fn read_message(&mut self, message: &[u8]) -> PyResult<()> {
+        self.state()?.read_message(message).map_err(to_py_err)
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.inner.as_ref().is_some_and(|h| h.is_finished())
+    }
+
+    #[getter]
+    fn remote_public<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.as_ref().and_then(|h| h.remote_static()).map(|k| PyBytes::new(py, &k))
+    }
+
+    #[getter]
+    fn handshake_hash<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        self.inner.as_ref().map(|h| PyBytes::new(py, &h.handshake_hash()))
+    }
+
+    /// The link of a finished handshake (this object is spent afterwards).
+    /// With `dedup`, `receive` drops a message whose ID `sender` already sent.
+    #[pyo3(signature = (*, rekey_interval=0, bucket=None, dedup=None, sender=None))]
+    fn into_link(
+        &mut self,
+        rekey_interval: i64,
+        bucket: Option<Py<TokenBucket>>,
+        dedup: Option<Py<Deduplicator>>,
+        sender: Option<String>,
+    ) -> PyResult<NoiseLink> {
+        let sender = sender.unwrap_or_default();
+        let interval = u64::try_from(rekey_interval)
+            .map_err(|_| errors::invalid_argument("rekey_interval must be >= 0"))?;
+        let hs = self
+            .inner
+            .take()
+            .ok_or_else(|| errors::invalid_argument("the handshake was already turned into a link"))?;
+        let link = hs.into_link(interval).map_err(to_py_err)?;
+        Ok(NoiseLink { inner: link, bucket, dedup, sender, last_error: Mutex::new(String::new()) })
+    }
+}
+
+/// The record layer of one 2.0 link. Seal and open may run on two threads at once.
+#[pyclass(module = "smsgnet._core", frozen)]
+pub struct NoiseLink {
+    inner: Link,
+    bucket: Option<Py<TokenBucket>>,
+    dedup: Option<Py<Deduplicator>>,
+    sender: String,
+    last_error: Mutex<String>,
+}
+
+impl NoiseLink {
+    fn set_error(&self, text: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = text;
+        }
+    }
+}
+
+#[pymethods]
+impl NoiseLink {
+    /// Seal one encoded Message. Frames must be written in the order they were sealed.
+    fn seal<'py>(&self, py: Python<'py>, message_json: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let text = text_arg(message_json, "message_json", true)?;
+        let msg = text.as_slice();
+        let link = &self.inner;
+        let frame = if msg.len() >= LARGE_FRAME { py.allow_threads(|| link.seal(msg)) } else { link.seal(msg) }
+            .map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &frame))
+    }
+
+    /// Open one frame: the encoded Message. Raises on any failure, after which
+    /// the link is broken (see `broken`).
+    fn open<'py>(&self, py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let frame = text_arg(frame, "frame", false)?;
+        let frame = frame.as_slice();
+        let link = &self.inner;
+        let body = if frame.len() >= LARGE_FRAME { py.allow_threads(|| link.open(frame)) } else { link.open(frame) }
+            .map_err(to_py_err)?;
+        Ok(PyBytes::new(py, &body))
+    }
+
+    /// The receive step of a 2.0 link: open, then the token bucket, then (with
+    /// a `dedup` table) the duplicate check by message ID.
+    /// Returns ("ok", message_json) or (drop_reason, None); after a frame that
+    /// does not open, `broken` is True and the link must be closed.
+    #[pyo3(signature = (frame, now=None))]
+    fn receive<'py>(
+        &self,
+        py: Python<'py>,
+        frame: &Bound<'py, PyAny>,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
+        let now = now_or_clock(now)?;
+        let frame = text_arg(frame, "frame", false)?;
+        let frame = frame.as_slice();
+        let link = &self.inner;
+        let opened = if frame.len() >= LARGE_FRAME { py.allow_threads(|| link.open(frame)) } else { link.open(frame) };
+        match opened {
+            Ok(body) => {
+                // Counted after opening: a frame the bucket refuses still moves
+                // the receiving counter, so the link stays in step.
+                if let Some(bucket) = &self.bucket {
+                    if !bucket.borrow_mut(py).inner.allow(now) {
+                        self.set_error(String::new());
+                        return Ok((pyo3::intern!(py, "rate_limited").clone(), py.None()));
+                    }
+                }
+                if let Some(dedup) = &self.dedup {
+                    // The same message (ID) twice from one peer is delivered once, as on
+                    // 1.0; replays need no table here (the counters refuse them).
+                    let head = match parse_message_head(&body) {
+                        Ok(head) => head,
+                        Err(e) => {
+                            self.set_error(e.to_string());
+                            return Ok((PyString::intern(py, DropReason::InvalidMessage.as_str()), py.None()));
+                        }
+                    };
+                    let fresh = match head.id.as_deref() {
+                        Some(id) if !id.is_empty() => dedup.borrow_mut(py).inner.check_and_mark(&self.sender, id, now),
+                        _ => {
+                            self.set_error("message has no id".into());
+                            return Ok((PyString::intern(py, DropReason::InvalidMessage.as_str()), py.None()));
+                        }
+                    };
+                    if !fresh {
+                        return Ok((PyString::intern(py, DropReason::Duplicate.as_str()), py.None()));
+                    }
+                }
+                Ok((pyo3::intern!(py, "ok").clone(), PyBytes::new(py, &body).into_any().unbind()))
+            }
+            Err(e) => {
+                let reason = DropReason::of_error(&e);
+                self.set_error(e.to_string());
+                Ok((PyString::intern(py, reason.as_str()), py.None()))
+            }
+        }
+    }
+
+    /// Detail of the last dropped frame ("" when the last frame was accepted).
+    #[getter]
+    fn last_error(&self) -> String {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// True once a frame failed to open: nothing more will.
+    #[getter]
+    fn broken(&self) -> bool {
+        self.inner.is_broken()
+    }
+
+    /// (sending-key rekeys, receiving-key rekeys) so far.
+    #[getter]
+    fn rekeys(&self) -> (u64, u64) {
+        self.inner.rekeys()
+    }
+
+    #[getter]
+    fn rekey_interval(&self) -> u64 {
+        self.inner.rekey_interval()
+    }
+}
