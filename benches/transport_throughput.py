@@ -155,7 +155,9 @@ async def rate_limit_demo(client: Transport, counter: Counter, server: BenchServ
 async def run(opts: argparse.Namespace) -> dict[str, Any]:
     client = Transport(
         NodeManager.generate("bench-client"),
-        config=TransportConfig(listen_addr="127.0.0.1:0", rate_limit_burst=None),
+        # max_protocol "1.0" never offers 2.0: the link runs 1.0 against any server
+        config=TransportConfig(listen_addr="127.0.0.1:0", rate_limit_burst=None,
+                               max_protocol=getattr(opts, "protocol", "2.0")),
     )
     counter = Counter()
     client.on_message(counter)
@@ -166,6 +168,8 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         server.start()
         pinned = pin_processes(opts.pin, server.pid)
         result = await measure(client, counter, server, opts)
+        link = client.get_connection(str(server.info["node_id"]))
+        result["protocol"] = link.protocol if link is not None else "?"
         result["pin"] = pinned
         if opts.rate_limit_demo:
             servers.append(server := BenchServer("--rate-limit", "default"))
@@ -190,6 +194,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds measured (default 5)")
     ap.add_argument("--messages", type=int, default=0, help="stop measuring after this many echoes (0: time only)")
     ap.add_argument("--no-rate-limit-demo", dest="rate_limit_demo", action="store_false")
+    ap.add_argument("--protocol", choices=("1.0", "2.0"), default="2.0",
+                    help="wire protocol of the pair (default 2.0: two smsgnet nodes negotiate it)")
+    ap.add_argument("--size", type=int, default=1024, help="payload bytes per message (default 1024)")
     ap.add_argument("--demo-messages", type=int, default=300, help="messages sent in the rate-limit demo")
     opts = ap.parse_args()
     if opts.quick:
@@ -198,12 +205,14 @@ def main() -> None:
     opts.warmup = min(opts.warmup, 15.0)
     opts.duration = min(opts.duration, 25.0)  # keeps the whole script < 60 s
 
+    global PAYLOAD
+    PAYLOAD = "x" * opts.size
     started = time.perf_counter()
     r = asyncio.run(run(opts))
     wall = time.perf_counter() - started
 
-    print(f"transport_throughput: 1 KiB messages echoed over one connection, window {opts.window}, "
-          f"two processes on 127.0.0.1")
+    print(f"transport_throughput: {len(PAYLOAD):,} B messages echoed over one protocol {r['protocol']} "
+          f"connection, window {opts.window}, two processes on 127.0.0.1")
     print("  rate limiting OFF on both nodes (TransportConfig(rate_limit_burst=None))")
     if r["pin"] != "none":
         print(f"  pinned: {r['pin']}")

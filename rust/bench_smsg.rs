@@ -126,3 +126,29 @@ fn bench_smsg_1m() {
     run("1MiB", &message(1 << 20), 20, 15);
     run("1MiB-dense", &message_dense(1 << 20), 20, 15);
 }
+
+/// Protocol 2.0: seal + open of one message on a Noise link (issue 11: 1 KiB <= 1.5 us).
+#[test]
+#[ignore]
+fn bench_noise_link() {
+    use crate::noise::{prologue, Handshake};
+    let pro = prologue(b"hello", b"ack");
+    let dialler_public = crate::keys::public_key(&[2u8; 32]).expect("key");
+    let mut acceptor = Handshake::acceptor(&[1u8; 32], &dialler_public, &pro).expect("acceptor");
+    let mut dialler = Handshake::dialler(&[2u8; 32], &pro).expect("dialler");
+    dialler.read_message(&acceptor.write_message().expect("m1")).expect("read m1");
+    acceptor.read_message(&dialler.write_message().expect("m2")).expect("read m2");
+    let (sender, receiver) = (dialler.into_link(0).expect("link"), acceptor.into_link(0).expect("link"));
+    for n in [256, 1024, 16 * 1024, 1 << 20] {
+        let m = message(n);
+        time(&format!("2.0 seal+open {n} B"), n, if n > 100_000 { 50 } else { 20_000 }, 5, || {
+            let f = sender.seal(black_box(&m)).expect("seal");
+            black_box(receiver.open(&f).expect("open"));
+        });
+        let cipher = Cipher::new(&[7u8; 32]).expect("cipher");
+        time(&format!("1.0 seal+open {n} B"), n, if n > 100_000 { 50 } else { 20_000 }, 5, || {
+            let f = cipher.seal(black_box(&m), &[1u8; 24], 1).expect("seal");
+            black_box(cipher.open(&f).expect("open"));
+        });
+    }
+}

@@ -53,6 +53,7 @@
 //! link needs no replay table; any record that fails to open ends the link.
 
 use snow::resolvers::{BoxedCryptoResolver, CryptoResolver, DefaultResolver, FallbackResolver};
+use std::cell::RefCell;
 use std::sync::{Mutex, RwLock};
 
 use snow::{params::NoiseParams, Builder, HandshakeState, StatelessTransportState};
@@ -270,97 +271,146 @@ fn poisoned<T>(_: T) -> CoreError {
     CoreError::RecordInvalid("the link's lock is poisoned".into())
 }
 
+thread_local! {
+    /// One record's plaintext, reused by every seal and open on this thread.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's record buffer ([`RECORD_MAX`] bytes).
+fn with_scratch<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < RECORD_MAX {
+            buf.resize(RECORD_MAX, 0);
+        }
+        f(&mut buf[..])
+    })
+}
+
+/// Length of the message inside a frame of `frame_len` bytes; an error when
+/// no frame of records has that length.
+pub fn opened_len(frame_len: usize) -> Result<usize, CoreError> {
+    if frame_len < RECORD_MIN {
+        return Err(CoreError::Truncated("record shorter than its flags byte and tag"));
+    }
+    let records = frame_len.div_ceil(RECORD_MAX);
+    if frame_len - (records - 1) * RECORD_MAX < RECORD_MIN {
+        return Err(CoreError::Truncated("last record shorter than its flags byte and tag"));
+    }
+    Ok(frame_len - records * (TAG_LEN + 1))
+}
+
 impl Link {
     /// Seal one message (its JSON) into one frame of records.
     pub fn seal(&self, message: &[u8]) -> Result<Vec<u8>, CoreError> {
-        let mut send = self.send.lock().map_err(poisoned)?;
-        send.since_rekey += 1;
-        let rekey = self.rekey_interval != 0 && send.since_rekey >= self.rekey_interval;
-        let final_flags = FLAG_FINAL | if rekey { FLAG_REKEY } else { 0 };
         let mut frame = vec![0u8; sealed_len(message.len())];
+        self.seal_into(message, &mut frame)?;
+        Ok(frame)
+    }
+
+    /// Seal one message into `out`, which must be [`sealed_len`] bytes long.
+    pub fn seal_into(&self, message: &[u8], out: &mut [u8]) -> Result<(), CoreError> {
+        if out.len() != sealed_len(message.len()) {
+            return Err(CoreError::InvalidInput("seal_into: the output is not sealed_len(message) bytes"));
+        }
+        let mut send = self.send.lock().map_err(poisoned)?;
+        let rekey = self.rekey_interval != 0 && send.since_rekey + 1 >= self.rekey_interval;
+        let final_flags = FLAG_FINAL | if rekey { FLAG_REKEY } else { 0 };
+        let mut nonce = send.nonce;
         {
             let state = self.state.read().map_err(poisoned)?;
-            let mut plain = Vec::with_capacity(message.len().min(RECORD_DATA_MAX) + 1);
-            let mut at = 0;
-            let mut nonce = send.nonce;
-            let mut write = |plain: &[u8], at: &mut usize| -> Result<(), CoreError> {
-                let n = state
-                    .write_message(nonce, plain, &mut frame[*at..])
-                    .map_err(|e| CoreError::RecordInvalid(format!("cannot seal a record: {e}")))?;
-                nonce += 1;
-                *at += n;
-                Ok(())
-            };
-            if message.is_empty() {
-                write(&[final_flags], &mut at)?;
-            }
-            let mut chunks = message.chunks(RECORD_DATA_MAX).peekable();
-            while let Some(chunk) = chunks.next() {
-                plain.clear();
-                plain.push(if chunks.peek().is_none() { final_flags } else { 0 });
-                plain.extend_from_slice(chunk);
-                write(&plain, &mut at)?;
-            }
-            debug_assert_eq!(at, frame.len());
-            send.nonce = nonce;
+            with_scratch(|plain| -> Result<(), CoreError> {
+                let mut at = 0;
+                let mut offset = 0;
+                loop {
+                    let take = (message.len() - offset).min(RECORD_DATA_MAX);
+                    let last = offset + take == message.len();
+                    plain[0] = if last { final_flags } else { 0 };
+                    plain[1..=take].copy_from_slice(&message[offset..offset + take]);
+                    at += state
+                        .write_message(nonce, &plain[..=take], &mut out[at..])
+                        .map_err(|e| CoreError::RecordInvalid(format!("cannot seal a record: {e}")))?;
+                    nonce += 1;
+                    offset += take;
+                    if last {
+                        return Ok(());
+                    }
+                }
+            })?;
         }
+        send.nonce = nonce;
+        send.since_rekey += 1;
         if rekey {
             self.state.write().map_err(poisoned)?.rekey_outgoing();
             send.since_rekey = 0;
             send.rekeys += 1;
         }
-        Ok(frame)
+        Ok(())
     }
 
     /// Open one frame; the message's JSON. After any error the link is broken
     /// (its receiving counter no longer follows the sender's) and every later
     /// frame is refused: close it.
     pub fn open(&self, frame: &[u8]) -> Result<Vec<u8>, CoreError> {
+        let mut message = vec![0u8; opened_len(frame.len()).inspect_err(|_| self.mark_broken())?];
+        self.open_into(frame, &mut message)?;
+        Ok(message)
+    }
+
+    /// Refuse every later frame (after a frame no link could open).
+    pub fn mark_broken(&self) {
+        if let Ok(mut recv) = self.recv.lock() {
+            recv.broken = true;
+        }
+    }
+
+    /// Open one frame into `out`, which must be [`opened_len`] bytes long.
+    /// Breaks the link on any error, like [`Link::open`].
+    pub fn open_into(&self, frame: &[u8], out: &mut [u8]) -> Result<(), CoreError> {
         let mut recv = self.recv.lock().map_err(poisoned)?;
         if recv.broken {
             return Err(CoreError::RecordInvalid("the link is broken by an earlier bad frame".into()));
         }
-        let result = self.open_records(&mut recv, frame);
+        let result = self.open_records(&mut recv, frame, out);
         if result.is_err() {
             recv.broken = true;
         }
         result
     }
 
-    fn open_records(&self, recv: &mut ReceiveSide, frame: &[u8]) -> Result<Vec<u8>, CoreError> {
-        if frame.len() < RECORD_MIN {
-            return Err(CoreError::Truncated("record shorter than its flags byte and tag"));
+    fn open_records(&self, recv: &mut ReceiveSide, frame: &[u8], out: &mut [u8]) -> Result<(), CoreError> {
+        if opened_len(frame.len())? != out.len() {
+            return Err(CoreError::InvalidInput("open_into: the output is not opened_len(frame) bytes"));
         }
         let records = frame.len().div_ceil(RECORD_MAX);
-        let last_len = frame.len() - (records - 1) * RECORD_MAX;
-        if last_len < RECORD_MIN {
-            return Err(CoreError::Truncated("last record shorter than its flags byte and tag"));
-        }
-        let mut message = Vec::with_capacity(frame.len() - records * (TAG_LEN + 1));
-        let mut plain = vec![0u8; frame.len().min(RECORD_MAX)];
-        let mut rekey = false;
-        {
+        let rekey = {
             let state = self.state.read().map_err(poisoned)?;
-            for (i, record) in frame.chunks(RECORD_MAX).enumerate() {
-                let n = state
-                    .read_message(recv.nonce, record, &mut plain)
-                    .map_err(|_| CoreError::AuthenticationFailed)?;
-                recv.nonce += 1;
-                let flags = plain[0];
-                let last = i + 1 == records;
-                let allowed = if last { FLAG_FINAL | FLAG_REKEY } else { 0 };
-                if flags & !allowed != 0 || (last && flags & FLAG_FINAL == 0) {
-                    return Err(CoreError::RecordInvalid(format!("record {i} has flags 0x{flags:02x}")));
+            with_scratch(|plain| -> Result<bool, CoreError> {
+                let mut at = 0;
+                let mut rekey = false;
+                for (i, record) in frame.chunks(RECORD_MAX).enumerate() {
+                    let n = state
+                        .read_message(recv.nonce, record, plain)
+                        .map_err(|_| CoreError::AuthenticationFailed)?;
+                    recv.nonce += 1;
+                    let flags = plain[0];
+                    let last = i + 1 == records;
+                    let allowed = if last { FLAG_FINAL | FLAG_REKEY } else { 0 };
+                    if flags & !allowed != 0 || (last && flags & FLAG_FINAL == 0) {
+                        return Err(CoreError::RecordInvalid(format!("record {i} has flags 0x{flags:02x}")));
+                    }
+                    out[at..at + n - 1].copy_from_slice(&plain[1..n]);
+                    at += n - 1;
+                    rekey = last && flags & FLAG_REKEY != 0;
                 }
-                message.extend_from_slice(&plain[1..n]);
-                rekey = last && flags & FLAG_REKEY != 0;
-            }
-        }
+                Ok(rekey)
+            })?
+        };
         if rekey {
             self.state.write().map_err(poisoned)?.rekey_incoming();
             recv.rekeys += 1;
         }
-        Ok(message)
+        Ok(())
     }
 
     /// Times this side rekeyed its sending key, and its receiving key.

@@ -8,6 +8,7 @@ use pyo3::types::{PyBytes, PyString};
 
 use super::errors::{self, to_py_err};
 use super::{now_or_clock, text_arg, Deduplicator, TokenBucket};
+use crate::error::CoreError;
 use crate::noise::{self, Handshake, Link};
 use crate::receive::DropReason;
 use crate::smsg::{parse_message_head, LARGE_FRAME};
@@ -123,6 +124,32 @@ pub struct NoiseLink {
 }
 
 impl NoiseLink {
+    /// Open `frame` straight into a new bytes object (the GIL released for large frames).
+    fn open_bytes<'py>(&self, py: Python<'py>, frame: &[u8]) -> Result<Bound<'py, PyBytes>, CoreError> {
+        let link = &self.inner;
+        let len = match noise::opened_len(frame.len()) {
+            Ok(len) => len,
+            Err(e) => {
+                link.mark_broken(); // as any other bad frame
+                return Err(e);
+            }
+        };
+        let mut failure = None;
+        let opened = PyBytes::new_with(py, len, |out| {
+            let result =
+                if frame.len() >= LARGE_FRAME { py.allow_threads(|| link.open_into(frame, out)) } else { link.open_into(frame, out) };
+            result.map_err(|e| {
+                failure = Some(e);
+                pyo3::exceptions::PyValueError::new_err("")
+            })
+        });
+        match (opened, failure) {
+            (Ok(bytes), _) => Ok(bytes),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(CoreError::RecordInvalid(format!("cannot allocate the message: {e}"))),
+        }
+    }
+
     fn set_error(&self, text: String) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = text;
@@ -137,20 +164,18 @@ impl NoiseLink {
         let text = text_arg(message_json, "message_json", true)?;
         let msg = text.as_slice();
         let link = &self.inner;
-        let frame = if msg.len() >= LARGE_FRAME { py.allow_threads(|| link.seal(msg)) } else { link.seal(msg) }
-            .map_err(to_py_err)?;
-        Ok(PyBytes::new(py, &frame))
+        // sealed straight into the bytes object: no intermediate buffer
+        PyBytes::new_with(py, noise::sealed_len(msg.len()), |out| {
+            if msg.len() >= LARGE_FRAME { py.allow_threads(|| link.seal_into(msg, out)) } else { link.seal_into(msg, out) }
+                .map_err(to_py_err)
+        })
     }
 
     /// Open one frame: the encoded Message. Raises on any failure, after which
     /// the link is broken (see `broken`).
     fn open<'py>(&self, py: Python<'py>, frame: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let frame = text_arg(frame, "frame", false)?;
-        let frame = frame.as_slice();
-        let link = &self.inner;
-        let body = if frame.len() >= LARGE_FRAME { py.allow_threads(|| link.open(frame)) } else { link.open(frame) }
-            .map_err(to_py_err)?;
-        Ok(PyBytes::new(py, &body))
+        self.open_bytes(py, frame.as_slice()).map_err(to_py_err)
     }
 
     /// The receive step of a 2.0 link: open, then the token bucket, then (with
@@ -166,11 +191,9 @@ impl NoiseLink {
     ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
         let now = now_or_clock(now)?;
         let frame = text_arg(frame, "frame", false)?;
-        let frame = frame.as_slice();
-        let link = &self.inner;
-        let opened = if frame.len() >= LARGE_FRAME { py.allow_threads(|| link.open(frame)) } else { link.open(frame) };
-        match opened {
-            Ok(body) => {
+        match self.open_bytes(py, frame.as_slice()) {
+            Ok(bytes) => {
+                let body = bytes.as_bytes();
                 // Counted after opening: a frame the bucket refuses still moves
                 // the receiving counter, so the link stays in step.
                 if let Some(bucket) = &self.bucket {
@@ -182,7 +205,7 @@ impl NoiseLink {
                 if let Some(dedup) = &self.dedup {
                     // The same message (ID) twice from one peer is delivered once, as on
                     // 1.0; replays need no table here (the counters refuse them).
-                    let head = match parse_message_head(&body) {
+                    let head = match parse_message_head(body) {
                         Ok(head) => head,
                         Err(e) => {
                             self.set_error(e.to_string());
@@ -200,7 +223,7 @@ impl NoiseLink {
                         return Ok((PyString::intern(py, DropReason::Duplicate.as_str()), py.None()));
                     }
                 }
-                Ok((pyo3::intern!(py, "ok").clone(), PyBytes::new(py, &body).into_any().unbind()))
+                Ok((pyo3::intern!(py, "ok").clone(), bytes.into_any().unbind()))
             }
             Err(e) => {
                 let reason = DropReason::of_error(&e);
