@@ -1,0 +1,158 @@
+"""Negotiating protocol 2.0 inside the 1.0 hello and ack, sans I/O
+(docs/protocol.md "Negotiation" and "Downgrade")."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from smsgnet import (
+    DowngradeRefused,
+    NodeManager,
+    PeerAuthenticationError,
+    PeerRegistry,
+    ProtocolError,
+    TransportConfig,
+    ConfigError,
+)
+from smsgnet.handshake import REASON_DOWNGRADE, REASON_MIN_PROTOCOL, Initiator, NoiseStage, Responder
+from smsgnet.registry import Peer
+
+
+@pytest.fixture
+def nodes() -> tuple[NodeManager, NodeManager]:
+    return NodeManager.generate("dialler"), NodeManager.generate("acceptor")
+
+
+def payload(frame: bytes) -> dict:
+    return orjson.loads(frame)["payload"]
+
+
+def test_the_offer_is_one_extra_field_and_the_1_0_hello_is_otherwise_unchanged(nodes):
+    d, _ = nodes
+    kw = dict(challenge=b"c" * 32, message_id="m", ts="2026-01-01T00:00:00Z")
+    plain = payload(Initiator(d, **kw).hello())
+    offered = payload(Initiator(d, offer_protocol_2=True, **kw).hello())
+    assert offered.pop("protocols") == ["2.0"]
+    assert offered == plain and plain["version"] == "1.0"
+
+
+def test_a_2_0_responder_answers_an_offer_and_both_agree(nodes):
+    d, a = nodes
+    initiator = Initiator(d, offer_protocol_2=True)
+    ack, accepted = Responder(a, PeerRegistry(), accept_protocol_2=True).receive_hello(initiator.hello())
+    assert accepted is not None and accepted.protocol == "2.0"
+    assert payload(ack)["protocol"] == "2.0" and payload(ack)["accepted"] is True
+    assert "challengeResponse" in payload(ack)  # still a valid 1.0 ack: the HMAC is checked too
+    result = initiator.receive_ack(ack)
+    assert result.protocol == "2.0" and result.hello == accepted.hello and result.ack == accepted.ack
+
+
+@pytest.mark.parametrize("offer, accept", [(False, True), (True, False), (False, False)])
+def test_without_offer_or_without_answer_the_link_is_1_0(nodes, offer, accept):
+    d, a = nodes
+    initiator = Initiator(d, offer_protocol_2=offer)
+    ack, accepted = Responder(a, PeerRegistry(), accept_protocol_2=accept).receive_hello(initiator.hello())
+    assert accepted is not None and accepted.protocol == "1.0"
+    assert "protocol" not in payload(ack)
+    assert initiator.receive_ack(ack).protocol == "1.0"
+
+
+def test_an_answer_that_was_not_offered_is_a_protocol_error(nodes):
+    d, a = nodes
+    challenge = b"c" * 32
+    ack, _ = Responder(a, PeerRegistry(), accept_protocol_2=True).receive_hello(
+        Initiator(d, offer_protocol_2=True, challenge=challenge).hello())
+    with pytest.raises(ProtocolError, match="not offered"):
+        Initiator(d, challenge=challenge).receive_ack(ack)  # it never offered 2.0
+    msg = orjson.loads(ack)
+    msg["payload"]["protocol"] = "3.0"
+    with pytest.raises(ProtocolError, match="not offered"):
+        Initiator(d, offer_protocol_2=True, challenge=challenge).receive_ack(orjson.dumps(msg))
+
+
+def test_min_protocol_refuses_1_0_on_both_sides(nodes):
+    d, a = nodes
+    ack, result = Responder(a, PeerRegistry(), accept_protocol_2=True, min_protocol="2.0").receive_hello(
+        Initiator(d).hello())
+    assert result is None and payload(ack)["reason"] == REASON_MIN_PROTOCOL
+    initiator = Initiator(d, offer_protocol_2=True, min_protocol="2.0")
+    ack, _ = Responder(a, PeerRegistry()).receive_hello(initiator.hello())  # a 1.0-only responder
+    with pytest.raises(DowngradeRefused, match="min_protocol"):
+        initiator.receive_ack(ack)
+
+
+def test_a_peer_seen_on_2_0_is_refused_on_1_0_until_forgotten(nodes, tmp_path):
+    d, a = nodes
+    path = tmp_path / "peers.json"
+    registry = PeerRegistry(path)
+    registry.mark_connected(d.identity)
+    registry.note_protocol(d.node_id, "2.0")
+    registry.save()
+    again = PeerRegistry(path)  # remembered across restarts
+    assert again.requires_protocol_2(d.node_id)
+    ack, result = Responder(a, again, accept_protocol_2=True).receive_hello(Initiator(d).hello())
+    assert result is None and payload(ack)["reason"] == REASON_DOWNGRADE
+    # the dialler's side: the acceptor remembered in the dialler's registry
+    mine = PeerRegistry()
+    mine.add(Peer.from_identity(a.identity))
+    mine.note_protocol(a.node_id, "2.0")
+    initiator = Initiator(d, offer_protocol_2=True, registry=mine)
+    ack, _ = Responder(a, PeerRegistry()).receive_hello(initiator.hello())
+    with pytest.raises(DowngradeRefused, match="seen on 2.0"):
+        initiator.receive_ack(ack)
+    assert again.forget_protocol(d.node_id) and not again.forget_protocol(d.node_id)
+    assert Responder(a, again).receive_hello(Initiator(d).hello())[1] is not None
+    assert not PeerRegistry(path).requires_protocol_2("someone else")
+
+
+def test_a_registry_file_with_a_bogus_protocol_remembers_nothing(tmp_path, nodes):
+    d, _ = nodes
+    path = tmp_path / "peers.json"
+    r = PeerRegistry(path)
+    r.mark_connected(d.identity)
+    r.save()
+    data = orjson.loads(path.read_bytes())
+    text = path.read_text().replace('"protocol":""', '"protocol":"9.9"')
+    path.write_text(text)
+    assert data and not PeerRegistry(path).requires_protocol_2(d.node_id)
+
+
+def _agreed(nodes):
+    d, a = nodes
+    initiator = Initiator(d, offer_protocol_2=True)
+    ack, accepted = Responder(a, PeerRegistry(), accept_protocol_2=True).receive_hello(initiator.hello())
+    return d, a, accepted, initiator.receive_ack(ack)
+
+
+def test_the_noise_stage_proves_both_keys_in_two_messages(nodes):
+    d, a, acc_result, dial_result = _agreed(nodes)
+    acceptor, dialler = NoiseStage.acceptor(a, acc_result), NoiseStage.dialler(d, dial_result)
+    acceptor.finish(dialler.answer(acceptor.first_message()))
+    assert acceptor.handshake.finished and dialler.handshake.finished
+    assert dialler.handshake.remote_public == a.public_key
+    linked = acceptor.result_with_link()
+    assert linked.noise is acceptor.handshake and linked.hello == b"" and linked.ack == b""
+
+
+def test_a_message_1_from_another_key_than_the_ack_presented_is_refused(nodes):
+    d, a, acc_result, dial_result = _agreed(nodes)
+    other = NodeManager.generate("other")  # holds its own key, answered with a's identity
+    forged = NoiseStage.acceptor(other, acc_result)
+    with pytest.raises(PeerAuthenticationError):
+        NoiseStage.dialler(d, dial_result).answer(forged.first_message())
+
+
+def test_handshake_messages_must_be_binary(nodes):
+    d, a, acc_result, dial_result = _agreed(nodes)
+    with pytest.raises(ProtocolError, match="binary"):
+        NoiseStage.dialler(d, dial_result).answer("text")
+    with pytest.raises(ProtocolError, match="binary"):
+        NoiseStage.acceptor(a, acc_result).finish("text")
+
+
+@pytest.mark.parametrize("kw", [dict(min_protocol="3.0"), dict(max_protocol="1.1"),
+                                dict(min_protocol="2.0", max_protocol="1.0"), dict(rekey_interval=-1)])
+def test_protocol_settings_are_checked(kw):
+    with pytest.raises(ConfigError):
+        TransportConfig(**kw)
