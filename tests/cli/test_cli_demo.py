@@ -38,11 +38,15 @@ def test_demo_json(cli):
     assert d["nodes"]["alice"]["role"] == "controller" and d["nodes"]["bob"]["role"] == "worker"
     assert all(n["url"].startswith("ws://127.0.0.1:") for n in d["nodes"].values())
     assert d["handshake"]["sameSecret"] and d["handshake"]["bobSeesAliceProven"]
+    assert d["handshake"]["protocol"] == "2.0" and d["handshake"]["noiseMessage1Bytes"] == 96
+    assert [n["maxProtocol"] for n in d["nodes"].values()] == ["2.0", "2.0", "1.0"]
+    assert d["broadcast"]["linksByProtocol"] == {"1.0": 1, "2.0": 1}  # alice: carol on 1.0, bob on 2.0
     assert d["request"]["replyTo"] == d["request"]["id"]
-    assert d["broadcast"] == {"reached": ["bob", "carol"], "failures": {}}
+    assert d["broadcast"]["reached"] == ["bob", "carol"] and d["broadcast"]["failures"] == {}
     f = d["frame"]
     assert (f["magic"], f["version"], f["header_len"]) == ("SMSG", 2, 48)
-    assert len(f["nonce_hex"]) == 48 and f["bobOpensIt"]
+    assert len(f["nonce_hex"]) == 48 and f["carolOpensIt"]
+    assert f["record2Len"] == f["messageJsonLen"] + 17
     assert f["frame_len"] == 9 + 48 + 24 + f["sealed_len"]
     assert d["drops"]["bob"] == {"duplicate": 1}
     assert d["drops"]["alice"] == {} and d["drops"]["carol"] == {}

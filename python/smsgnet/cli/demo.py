@@ -19,7 +19,7 @@ import orjson
 from smsgnet import _core
 from smsgnet.config import TransportConfig
 from smsgnet.connection import PeerConnection
-from smsgnet.handshake import PROTOCOL_VERSION, Initiator, Responder
+from smsgnet.handshake import PROTOCOL_VERSION, Initiator, NoiseStage, Responder
 from smsgnet.identity import NodeManager, NodeRole
 from smsgnet.message import CONTROL_TYPES, Message
 from smsgnet.registry import PeerRegistry
@@ -32,6 +32,8 @@ from smsgnet.cli.output import EXIT_OK, say, say_json
 
 #: Who takes part, and in which role.
 ROLES = {"alice": NodeRole.CONTROLLER, "bob": NodeRole.WORKER, "carol": NodeRole.DUAL}
+#: The newest protocol each speaks: carol speaks only 1.0, as the Go nodes do.
+MAX_PROTOCOL = {"alice": "2.0", "bob": "2.0", "carol": "1.0"}
 #: How long any one thing the demo waits for may take.
 STEP_TIMEOUT = 2.0
 
@@ -79,6 +81,7 @@ class Demo:
         # set by the steps, used by later ones
         self.a2b: PeerConnection
         self.b2a: PeerConnection
+        self.a2c: PeerConnection
         self.request: Message
         self.stats: Message
         self.announce: Message
@@ -141,7 +144,8 @@ class Demo:
         for name, node in self.nodes.items():
             # alice also sees pongs, to time her pings
             config = TransportConfig(listen_addr="127.0.0.1:0", handshake_timeout=STEP_TIMEOUT,
-                                     write_timeout=STEP_TIMEOUT, deliver_control_messages=(name == "alice"))
+                                     write_timeout=STEP_TIMEOUT, deliver_control_messages=(name == "alice"),
+                                     max_protocol=MAX_PROTOCOL[name])
             t = Transport(node, config=config)
             t.on_message(self.recorder(name))
             await t.start()
@@ -152,13 +156,16 @@ class Demo:
         for name, t in self.transports.items():
             ident = self.nodes[name].identity
             self.result["nodes"][name] = {"id": ident.id, "role": ident.role, "publicKey": ident.public_key,
-                                          "url": t.url}
-            self.out(f"   {name:<6} {ident.role:<10} {ident.id}  {t.url}")
+                                          "url": t.url, "maxProtocol": MAX_PROTOCOL[name]}
+            self.out(f"   {name:<6} {ident.role:<10} {ident.id}  {t.url}  protocols up to {MAX_PROTOCOL[name]}")
+        self.out("   (carol speaks only protocol 1.0, as the reference Go nodes do)")
 
     async def handshake(self) -> None:
         """2. alice connects to bob expecting his key; both derive the same secret."""
-        hello = Initiator(self.nodes["alice"]).hello()
-        ack, _ = Responder(self.nodes["bob"], PeerRegistry()).receive_hello(hello)
+        hello = Initiator(self.nodes["alice"], offer_protocol_2=True).hello()
+        ack, agreed = Responder(self.nodes["bob"], PeerRegistry(), accept_protocol_2=True).receive_hello(hello)
+        assert agreed is not None
+        message_1 = NoiseStage.acceptor(self.nodes["bob"], agreed).first_message()
         self.a2b = await self.t("alice").connect(self.t("bob").url,
                                                  expect_key=self.nodes["bob"].identity.public_key)
         bob = self.t("bob")
@@ -168,17 +175,22 @@ class Demo:
         self.b2a = b2a
         await wait_until(lambda: b2a.proven)
         same_secret = self.a2b.shared_secret == b2a.shared_secret
+        protocol = self.a2b.protocol
         self.out()
-        self.out("2. Handshake: alice connects to bob (clear-text JSON text frames)")
-        self.out(f"   alice -> bob  handshake      {len(hello):4d} bytes: alice's identity, a 32-byte random "
-                 f"challenge, version {PROTOCOL_VERSION}")
-        self.out(f"   bob -> alice  handshake_ack  {len(ack):4d} bytes: bob's identity, "
-                 "HMAC-SHA256(shared secret, challenge)")
-        self.out("   alice verified the HMAC and that bob presented the key she expected (--expect-key);")
-        self.out("   bob counts alice as proven once her first encrypted frame opens (she answered his ping).")
-        self.out(f"   both sides derived the same shared secret on their own: {'yes' if same_secret else 'NO'}")
-        self.result["handshake"] = {"helloBytes": len(hello), "ackBytes": len(ack), "sameSecret": same_secret,
-                                    "bobSeesAliceProven": b2a.proven}
+        self.out(f"2. Handshake: alice connects to bob; they agree on protocol {protocol}")
+        self.out(f"   alice -> bob  handshake      {len(hello):4d} bytes (clear-text JSON): alice's identity, a "
+                 f"32-byte random challenge, version {PROTOCOL_VERSION}, and the offer \"protocols\": [\"2.0\"]")
+        self.out(f"   bob -> alice  handshake_ack  {len(ack):4d} bytes (clear-text JSON): bob's identity, "
+                 "HMAC-SHA256(pair secret, challenge), and \"protocol\": \"2.0\"")
+        self.out(f"   bob -> alice  Noise IK message 1  {len(message_1)} bytes (binary): e, es, s, ss")
+        self.out("   alice -> bob  Noise IK message 2  48 bytes (binary): e, ee, se")
+        self.out("   both keys are proven inside the handshake, which covers the hello and the ack (the prologue);")
+        self.out("   the link's keys come from fresh ephemeral keys: forward secrecy. alice also checked that bob")
+        self.out("   presented the key she expected (--expect-key).")
+        self.out(f"   the 1.0 pair secret (what a Go node would use) matches on both sides: "
+                 f"{'yes' if same_secret else 'NO'}")
+        self.result["handshake"] = {"helloBytes": len(hello), "ackBytes": len(ack), "noiseMessage1Bytes": len(message_1),
+                                    "protocol": protocol, "sameSecret": same_secret, "bobSeesAliceProven": b2a.proven}
 
     async def messages_both_ways(self) -> None:
         """3. alice asks bob for get_stats (reply matched on replyTo); bob says hello."""
@@ -188,7 +200,7 @@ class Demo:
         await wait_until(lambda: any(m["type"] == "hello" for m in self.received["alice"]))
         request, stats = self.request, self.stats
         self.out()
-        self.out("3. Messages both ways (each one an SMSG frame, XChaCha20-Poly1305)")
+        self.out("3. Messages both ways (each one a protocol 2.0 record: ChaCha20-Poly1305 with a counter nonce)")
         self.out(f"   alice -> bob  get_stats  {short(request.payload)}")
         self.out(f"   bob -> alice  stats      {short(stats.payload)}")
         self.out(f"                 replyTo {stats.reply_to} "
@@ -203,6 +215,9 @@ class Demo:
         await carol.connect(bob.url)
         cid = self.id("carol")
         await wait_until(lambda: all((c := t.get_connection(cid)) is not None and c.proven for t in (alice, bob)))
+        a2c = alice.get_connection(cid)
+        assert a2c is not None
+        self.a2c = a2c
         self.announce = Message.new("announce", self.id("alice"), "", {"text": "new job available"})
         failures = await alice.broadcast(self.announce)
 
@@ -213,36 +228,44 @@ class Demo:
         await asyncio.sleep(0.02)  # would alice's own broadcast come back to her? (it must not)
         reached = [n for n in ROLES if got_announce(n)]
         self.out()
-        self.out("4. Broadcast: carol joins (alice, bob and carol are now fully connected)")
+        self.out(f"4. Broadcast: carol joins on protocol {self.a2c.protocol} (alice, bob and carol are now fully "
+                 "connected)")
         self.out(f"   alice broadcasts 'announce' to every peer except the sender: reached {', '.join(reached)}"
                  f"; alice herself: {'yes (WRONG)' if 'alice' in reached else 'no'}")
-        self.result["broadcast"] = {"reached": reached, "failures": {k: str(v) for k, v in failures.items()}}
+        self.result["broadcast"] = {"reached": reached, "failures": {k: str(v) for k, v in failures.items()},
+                                    "linksByProtocol": alice.stats().links_by_protocol}
 
     async def frame_on_the_wire(self) -> None:
-        """5. The get_stats frame taken apart; bob opens it with his own key."""
+        """5. The get_stats message as a 1.0 frame (alice -> carol) taken apart, and as a 2.0 record."""
         request = self.request
-        frame = seal_sample(self.a2b, request)
+        frame = seal_sample(self.a2c, request)
         info = describe_frame(frame)
         body_len = len(request.to_json())
-        opened = _core.SmsgCipher(self.b2a.shared_secret).open(frame) == request.to_json()
-        sizes = {t: len(seal_sample(self.a2b, m)) for t, m in (
+        carol = self.t("carol").get_connection(self.id("alice"))
+        assert carol is not None
+        opened = _core.SmsgCipher(carol.shared_secret).open(frame) == request.to_json()
+        record_len = _core.noise_sealed_len(body_len)
+        sizes = {t: len(seal_sample(self.a2c, m)) for t, m in (
             ("ping", Message.ping(self.id("alice"), self.id("bob"))),
             ("get_stats", request),
             ("stats", self.stats),
             ("announce", self.announce),
         )}
         self.out()
-        self.out("5. On the wire: the get_stats frame, taken apart")
-        self.out(f"   message JSON {body_len} bytes -> frame {info['frame_len']} bytes:")
+        self.out("5. On the wire: the get_stats message as alice would send it to carol (protocol 1.0), taken apart")
+        self.out(f"   message JSON {body_len} bytes -> SMSG frame {info['frame_len']} bytes:")
         self.out(f"   magic    {info['magic']!r}                     (clear text)")
         self.out(f"   version  0x{info['version']:02x}                       (clear text)")
         self.out(f"   header   {info['header_len']} bytes {info['header']}  (clear text, NOT authenticated)")
         self.out(f"   nonce    {info['nonce_hex']}  (24 random bytes)")
         self.out(f"   sealed   {info['sealed_len']} bytes: envelope {{body, timestamp}} XOR SHA-256 keystream, "
                  "XChaCha20-Poly1305, 16-byte tag")
-        self.out(f"   bob opens it with the key he derived himself: {'yes' if opened else 'NO'}")
-        self.out("   frame sizes: " + ", ".join(f"{t} {n} B" for t, n in sizes.items()))
-        self.result["frame"] = {**info, "messageJsonLen": body_len, "bobOpensIt": opened, "sizes": sizes}
+        self.out(f"   carol opens it with the key she derived herself: {'yes' if opened else 'NO'}")
+        self.out("   1.0 frame sizes: " + ", ".join(f"{t} {n} B" for t, n in sizes.items()))
+        self.out(f"   to bob (protocol 2.0) the same message is one {record_len}-byte record: a flags byte, the "
+                 "JSON and a 16-byte tag, all of it authenticated, nothing in clear text")
+        self.result["frame"] = {**info, "messageJsonLen": body_len, "carolOpensIt": opened, "sizes": sizes,
+                                "record2Len": record_len}
 
     async def replay(self) -> None:
         """6. The same message twice: bob delivers it once and counts a duplicate."""
