@@ -40,11 +40,13 @@ async def serve() -> None:
         await asyncio.Event().wait()
 
 
-async def load(address: str, inflight: int) -> None:
+async def load(address: str, inflight: int, protocol: str) -> None:
     t = Transport(NodeManager.generate("loader"),
-                  config=TransportConfig(listen_addr=None, rate_limit_burst=None, max_message_size=2 << 20))
+                  config=TransportConfig(listen_addr=None, rate_limit_burst=None, max_message_size=2 << 20,
+                                         max_protocol=protocol))
     async with t:
         conn = await t.connect(address)
+        assert conn.protocol == protocol
         print("ready", flush=True)
 
         async def pump() -> None:
@@ -75,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pings", type=int, default=1000)
     parser.add_argument("--inflight", type=int, default=2)
+    parser.add_argument("--protocol", choices=["1.0", "2.0"], default="2.0",
+                        help="protocol of the loader's link (the pinger's is 2.0)")
     parser.add_argument("--role", choices=["serve", "load"], help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -82,7 +86,7 @@ def main() -> None:
         asyncio.run(serve())
         return
     if opts.role == "load":
-        asyncio.run(load(opts.address, opts.inflight))
+        asyncio.run(load(opts.address, opts.inflight, opts.protocol))
         return
     server = subprocess.Popen([sys.executable, __file__, "--role", "serve"], stdout=subprocess.PIPE, text=True)
     loader = None
@@ -91,7 +95,8 @@ def main() -> None:
         address = server.stdout.readline().strip()
         quiet = asyncio.run(measure(address, opts.pings))
         loader = subprocess.Popen([sys.executable, __file__, "--role", "load", "--address", address,
-                                   "--inflight", str(opts.inflight)], stdout=subprocess.PIPE, text=True)
+                                   "--inflight", str(opts.inflight), "--protocol", opts.protocol],
+                                  stdout=subprocess.PIPE, text=True)
         assert loader.stdout is not None
         assert loader.stdout.readline().strip() == "ready"
         time.sleep(1.0)  # let the 1 MiB traffic run
@@ -102,7 +107,7 @@ def main() -> None:
                 p.kill()
                 p.wait(10)
     result = {
-        "bench": "ping_under_load", "pings": opts.pings, "inflight_1mib": opts.inflight,
+        "bench": "ping_under_load", "pings": opts.pings, "inflight_1mib": opts.inflight, "protocol": opts.protocol,
         "quiet": {"p50_us": round(statistics.median(quiet), 1), "p99_us": round(pct(quiet, 0.99), 1)},
         "under_1mib_load": {"p50_us": round(statistics.median(loaded), 1), "p99_us": round(pct(loaded, 0.99), 1)},
     }
