@@ -152,3 +152,34 @@ fn bench_noise_link() {
         });
     }
 }
+
+/// Which Noise cipher is cheaper here: ChaChaPoly or AESGCM (ring), 1 KiB seal + open.
+#[test]
+#[ignore]
+fn bench_noise_ciphers() {
+    use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
+    for name in ["Noise_IK_25519_ChaChaPoly_SHA256", "Noise_IK_25519_AESGCM_SHA256"] {
+        let mk = || Box::new(FallbackResolver::new(Box::new(RingResolver), Box::new(DefaultResolver)));
+        let params: snow::params::NoiseParams = name.parse().expect("params");
+        let rs = crate::keys::public_key(&[2u8; 32]).expect("key");
+        let mut i = snow::Builder::with_resolver(params.clone(), mk())
+            .local_private_key(&[1u8; 32]).and_then(|b| b.remote_public_key(&rs)).and_then(|b| b.build_initiator()).expect("i");
+        let mut r = snow::Builder::with_resolver(params, mk())
+            .local_private_key(&[2u8; 32]).and_then(|b| b.build_responder()).expect("r");
+        let mut buf = vec![0u8; 70000];
+        let mut out = vec![0u8; 70000];
+        let n = i.write_message(&[], &mut buf).expect("m1");
+        r.read_message(&buf[..n], &mut out).expect("r1");
+        let n = r.write_message(&[], &mut buf).expect("m2");
+        i.read_message(&buf[..n], &mut out).expect("r2");
+        let i = i.into_stateless_transport_mode().expect("t");
+        let r = r.into_stateless_transport_mode().expect("t");
+        let m = message(1024);
+        let mut nonce = 0u64;
+        time(&format!("{name} 1 KiB"), 1024, 50_000, 5, || {
+            let n = i.write_message(nonce, black_box(&m), &mut buf).expect("seal");
+            black_box(r.read_message(nonce, &buf[..n], &mut out).expect("open"));
+            nonce += 1;
+        });
+    }
+}

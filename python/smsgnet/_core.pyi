@@ -81,7 +81,7 @@ __all__ = [
 PROTOCOL_VERSION: Final[str]
 #: Largest container header length a frame may declare (16 MiB).
 MAX_HEADER_LEN: Final[int]
-#: The Noise protocol of a 2.0 link, ``"Noise_IK_25519_ChaChaPoly_SHA256"``.
+#: The Noise protocol of a 2.0 link, ``"Noise_IK_25519_AESGCM_SHA256"``.
 NOISE_PATTERN: Final[str]
 
 # ---------------------------------------------------------------------------
@@ -414,7 +414,7 @@ def noise_sealed_len(length: int) -> int:
 
 @final
 class NoiseHandshake:
-    """One side of the 2.0 handshake, ``Noise_IK_25519_ChaChaPoly_SHA256``
+    """One side of the 2.0 handshake, ``Noise_IK_25519_AESGCM_SHA256``
     with the node's identity key as the static key. The acceptor (WebSocket
     server) is the Noise initiator: it knows the dialler's key from the hello.
 

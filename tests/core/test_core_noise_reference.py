@@ -1,9 +1,9 @@
 """Protocol 2.0 against an independent implementation written from the specs.
 
 ``ReferenceNoiseIK`` below is the Noise Protocol Framework (revision 34,
-sections 5 and 7) for ``Noise_IK_25519_ChaChaPoly_SHA256``, written here in
+sections 5 and 7) for ``Noise_IK_25519_AESGCM_SHA256``, written here in
 Python from the specification with the ``cryptography`` package's X25519,
-ChaCha20-Poly1305 and HMAC-SHA256, plus the record layer of docs/protocol.md
+AES-256-GCM and HMAC-SHA256, plus the record layer of docs/protocol.md
 ("Protocol 2.0"). With the same static and ephemeral keys, the native core
 (snow) must produce the same handshake messages byte for byte, the same
 records, and open what the reference seals: this is what lets another
@@ -19,12 +19,13 @@ import struct
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from smsgnet import _core
 
-NAME = b"Noise_IK_25519_ChaChaPoly_SHA256"
+NAME = b"Noise_IK_25519_AESGCM_SHA256"
+assert len(NAME) == 28  # under HASHLEN: padded with zeros (Noise section 5.2)
 RECORD_MAX = 65_535
 RECORD_DATA_MAX = RECORD_MAX - 16 - 1
 
@@ -51,8 +52,8 @@ def hkdf(ck: bytes, ikm: bytes) -> tuple[bytes, bytes]:
     return out1, out2
 
 
-def nonce(n: int) -> bytes:
-    return b"\x00" * 4 + struct.pack("<Q", n)
+def nonce(n: int) -> bytes:  # AESGCM: 32 zero bits, then n big-endian (Noise section 12.4)
+    return b"\x00" * 4 + struct.pack(">Q", n)
 
 
 class CipherState:
@@ -61,24 +62,24 @@ class CipherState:
 
     def encrypt(self, ad: bytes, plaintext: bytes) -> bytes:
         assert self.k is not None
-        out = ChaCha20Poly1305(self.k).encrypt(nonce(self.n), plaintext, ad)
+        out = AESGCM(self.k).encrypt(nonce(self.n), plaintext, ad)
         self.n += 1
         return out
 
     def decrypt(self, ad: bytes, ciphertext: bytes) -> bytes:
         assert self.k is not None
-        out = ChaCha20Poly1305(self.k).decrypt(nonce(self.n), ciphertext, ad)
+        out = AESGCM(self.k).decrypt(nonce(self.n), ciphertext, ad)
         self.n += 1
         return out
 
     def rekey(self) -> None:  # Noise section 4.2: REKEY(k) = ENCRYPT(k, 2^64 - 1, "", zeros)[:32]
         assert self.k is not None
-        self.k = ChaCha20Poly1305(self.k).encrypt(nonce(2**64 - 1), b"\x00" * 32, b"")[:32]
+        self.k = AESGCM(self.k).encrypt(nonce(2**64 - 1), b"\x00" * 32, b"")[:32]
 
 
 class SymmetricState:
     def __init__(self, prologue: bytes) -> None:
-        self.h = NAME  # exactly HASHLEN bytes: used as is
+        self.h = NAME.ljust(32, b"\x00")  # shorter than HASHLEN: zero-padded
         self.ck = self.h
         self.cipher = CipherState()
         self.mix_hash(prologue)

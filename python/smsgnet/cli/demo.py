@@ -200,7 +200,7 @@ class Demo:
         await wait_until(lambda: any(m["type"] == "hello" for m in self.received["alice"]))
         request, stats = self.request, self.stats
         self.out()
-        self.out("3. Messages both ways (each one a protocol 2.0 record: ChaCha20-Poly1305 with a counter nonce)")
+        self.out("3. Messages both ways (each one a protocol 2.0 record: AES-256-GCM with a counter nonce)")
         self.out(f"   alice -> bob  get_stats  {short(request.payload)}")
         self.out(f"   bob -> alice  stats      {short(stats.payload)}")
         self.out(f"                 replyTo {stats.reply_to} "
