@@ -99,9 +99,9 @@ CLOSE_TIMEOUT = 3.0
 #: Frames this large are opened off the event loop (the native core releases the GIL while it
 #: opens them), so other links keep moving. The threshold is where opening costs more than the
 #: hand-off to a worker thread and back, about 130 µs on the development machine
-#: (benches/ping_under_load.py): 1.0 opens at ~750 MB/s, 2.0 at ~2 GB/s.
+#: (benches/ping_under_load.py): 1.0 opens at ~750 MB/s, 2.0 (AES-GCM) at ~3 GB/s.
 LARGE_FRAME = 128 * 1024
-LARGE_FRAME_2 = 256 * 1024
+LARGE_FRAME_2 = 512 * 1024
 
 #: WebSocket close reason of a connection closed because the pair already has a link.
 DUPLICATE_REASON = "duplicate connection"
