@@ -24,7 +24,7 @@ from smsgnet.identity import NodeRole
 from smsgnet.message import b64decode
 from smsgnet.transport import build_url
 
-from smsgnet.cli.output import UsageError
+from smsgnet.cli.output import EXIT_USAGE, CliError, UsageError
 
 #: How long ping/send wait for the handshake (and each pong) by default.
 DEFAULT_TIMEOUT = 5.0
@@ -227,6 +227,13 @@ def add_protocol_options(p: argparse.ArgumentParser) -> None:
                    help="refuse links below this protocol; 2.0 refuses the Go nodes' 1.0 (default: 1.0)")
     p.add_argument("--max-protocol", choices=PROTOCOLS, default="2.0",
                    help="1.0 never offers or accepts protocol 2.0 (default: 2.0)")
+
+
+def check_protocols(args: argparse.Namespace) -> None:
+    """``--min-protocol`` above ``--max-protocol`` is a usage error (exit 2)."""
+    if PROTOCOLS.index(args.min_protocol) > PROTOCOLS.index(args.max_protocol):
+        raise CliError(f"--min-protocol {args.min_protocol} is above --max-protocol {args.max_protocol}",
+                       EXIT_USAGE, kind="UsageError")
 
 
 def add_client_options(p: argparse.ArgumentParser) -> None:

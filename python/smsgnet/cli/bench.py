@@ -27,7 +27,6 @@ from typing import Any
 
 from smsgnet.connection import PeerConnection
 from smsgnet.exceptions import RequestTimeout
-from smsgnet.handshake import PROTOCOL_VERSION
 from smsgnet.identity import NodeManager
 from smsgnet.message import Message
 from smsgnet.transport import Transport, build_url
@@ -147,6 +146,7 @@ async def _bench(args: argparse.Namespace, node: NodeManager, loop: str) -> dict
     try:
         await transport.start()
         conn = await transport.connect(url, expect_key=args.expect_key)
+        protocol = conn.protocol
         peer = conn.peer_id
         me = node.node_id
         payload = {"data": "x" * args.size}
@@ -206,7 +206,7 @@ async def _bench(args: argparse.Namespace, node: NodeManager, loop: str) -> dict
         "size": args.size,
         "window": args.window,
         "elapsed_s": round(elapsed_s, 6),
-        "protocol": PROTOCOL_VERSION,
+        "protocol": protocol,
         "loop": loop,
         "url": url,
         "peerId": peer,
@@ -232,7 +232,8 @@ def report(args: argparse.Namespace, r: dict[str, Any]) -> int:
         say_json(r)
         return EXIT_OK
     window = f"window {r['window']}" if r["window"] else "no window"
-    say(f"BENCH {r['url']}: node {r['peerId']}, {r['count']} x {r['size']} B, {window}, loop {r['loop']}")
+    say(f"BENCH {r['url']}: node {r['peerId']}, protocol {r['protocol']}, {r['count']} x {r['size']} B, {window}, "
+        f"loop {r['loop']}")
     line = (f"{r['received']} echoes in {r['elapsed_s']:.3f} s: {r['msgs_per_s']:,.0f} msgs/s, "
             f"{r['mb_per_s']:.2f} MB/s")
     if r["p50_us"] is not None:

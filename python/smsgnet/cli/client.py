@@ -81,6 +81,7 @@ class Replies:
 
 def client_config(args: argparse.Namespace, *, control: bool) -> TransportConfig:
     """The configuration of a client command's node: it listens on nothing."""
+    arguments.check_protocols(args)
     return TransportConfig(
         listen_addr=None,  # a client listens on nothing
         ws_path=args.path,

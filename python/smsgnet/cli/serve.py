@@ -84,6 +84,7 @@ def _config(args: argparse.Namespace) -> TransportConfig:
         raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE, kind="UsageError")
     if args.tls_cert:
         _check_tls(args.tls_cert, args.tls_key)
+    arguments.check_protocols(args)
     burst, per_sec = args.rate_limit
     return TransportConfig(
         listen_addr=args.listen,
