@@ -5,9 +5,12 @@ The server process (benches/_bench_server.py) runs a Transport with
 ``max_conns=1100`` and ``ping_interval=3600`` (no keepalive traffic while we
 measure). This process is a lean client: per connection one fresh identity,
 a plain ``websockets`` connection, the handshake driven with
-``smsgnet.handshake.Initiator`` and one ``SmsgCipher`` to send one sealed
-``ping`` and wait for its ``pong`` (which proves the key to the server, so each
-connection is a live, proven PeerConnection there). No Transport per identity.
+``smsgnet.handshake.Initiator`` (and ``NoiseStage`` on protocol 2.0, the
+default, as between two smsgnet nodes; ``--protocol 1.0`` makes the links a Go
+node would) and one ``NoiseLink`` or ``SmsgCipher`` to send one sealed
+``ping`` and wait for its ``pong`` (on 1.0 this proves the key to the server),
+so each connection is a live, proven PeerConnection there. No Transport per
+identity.
 
 Steps: start the server, open one warm-up connection, ``gc.collect()`` in the
 server, wait ``--settle`` s, read VmRSS from /proc/<pid>/status; open
@@ -41,6 +44,7 @@ from _bench_server import BenchServer, emit_result, raise_nofile_limit, read_rss
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 from smsgnet import Initiator, Message, NodeManager, _core  # noqa: E402
+from smsgnet.handshake import NoiseStage  # noqa: E402
 
 
 class Link:
@@ -65,18 +69,30 @@ async def ping_pong(link: Link) -> None:
             return
 
 
-async def open_proven(url: str, expect_key: bytes, timeout: float) -> Link:
-    """One connection from a fresh identity: handshake, then a ping answered by a pong."""
+async def open_proven(url: str, expect_key: bytes, timeout: float, protocol: str = "2.0") -> Link:
+    """One connection from a fresh identity: handshake, then a ping answered by a pong.
+
+    ``protocol`` "2.0" offers it (as every smsgnet node does) and runs the Noise
+    step; "1.0" sends the plain hello of the Go nodes."""
     node = NodeManager.generate("rss-client")
     async with asyncio.timeout(timeout):
         ws = await connect(url, compression=None, ping_interval=None, proxy=None, close_timeout=2,
                            user_agent_header=None)
         try:
-            initiator = Initiator(node, expected_public_key=expect_key)
+            initiator = Initiator(node, expected_public_key=expect_key, offer_protocol_2=protocol == "2.0")
             await ws.send(initiator.hello(), text=True)
             result = initiator.receive_ack(await ws.recv())
-            link = Link(ws, _core.SmsgCipher(result.shared_secret), node.node_id, result.peer.id)
-            await ping_pong(link)  # proves our key to the server
+            if result.protocol != protocol:
+                raise RuntimeError(f"asked for protocol {protocol}, the server answered {result.protocol}")
+            cipher: Any
+            if protocol == "2.0":
+                stage = NoiseStage.dialler(node, result)
+                await ws.send(stage.answer(await ws.recv()))
+                cipher = stage.handshake.into_link()
+            else:
+                cipher = _core.SmsgCipher(result.shared_secret)
+            link = Link(ws, cipher, node.node_id, result.peer.id)
+            await ping_pong(link)  # 1.0: proves our key to the server
             return link
         except BaseException:
             await ws.close()
@@ -102,14 +118,15 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         server.start()
         expect = base64.b64decode(server.public_key)
         rss_start = read_rss_kb(server.pid)
-        clients.append(await open_proven(server.url, expect, opts.timeout))  # warm-up connection
+        protocol = getattr(opts, "protocol", "2.0")
+        clients.append(await open_proven(server.url, expect, opts.timeout, protocol))  # warm-up connection
         before = await settle_and_read(server, opts.settle)
 
         sem = asyncio.Semaphore(opts.concurrency)
 
         async def one() -> None:
             async with sem:
-                clients.append(await open_proven(server.url, expect, opts.timeout))
+                clients.append(await open_proven(server.url, expect, opts.timeout, protocol))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(opts.conns)))
@@ -139,6 +156,7 @@ async def run(opts: argparse.Namespace) -> dict[str, Any]:
         finally:
             await server.aclose()
     return {
+        "protocol": protocol,
         "connections": opts.conns,
         "rss_kb_per_conn": round((after - before) / opts.conns, 2),
         "rss_before_kb": before,
@@ -160,6 +178,8 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=1.0, help="seconds to wait after gc before reading VmRSS")
     ap.add_argument("--concurrency", type=int, default=50, help="handshakes in progress at once")
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds allowed for one connection")
+    ap.add_argument("--protocol", choices=("1.0", "2.0"), default="2.0",
+                    help="2.0 (default): links as two smsgnet nodes make them; 1.0: as a Go node's")
     ap.add_argument("--no-reping", dest="reping", action="store_false",
                     help="skip the final ping on every link")
     opts = ap.parse_args()
@@ -172,7 +192,8 @@ def main() -> None:
     r = asyncio.run(run(opts))
     wall = time.perf_counter() - started
 
-    print(f"transport_idle_rss: {r['connections']} idle authenticated connections to one server process")
+    print(f"transport_idle_rss: {r['connections']} idle authenticated protocol {r['protocol']} connections "
+          "to one server process")
     print(f"  server VmRSS {r['rss_before_kb']} kB -> {r['rss_after_kb']} kB "
           f"= {r['rss_kb_per_conn']:.1f} kB per idle connection")
     print(f"  ({r['connections']} handshakes + proof in {r['open_s']:.2f} s, "
