@@ -524,8 +524,16 @@ impl Deduplicator {
         let p = self.part(slot);
         let refreshed = if known { p.seen.get_key_value(id).map(|(k, _)| Arc::clone(k)) } else { None };
         if let Some(key) = refreshed {
-            // an expired entry not popped yet: refresh it; the old FIFO entry
-            // no longer matches the map and is skipped when it reaches the front
+            if p.seen.get(&key) == Some(&expiry) {
+                // the same ID again with the same expiry (marked twice at one
+                // clock reading): nothing changes. Pushing it anyway left FIFO
+                // entries that compaction cannot tell apart from the live one,
+                // so every later insert rescanned them all (quadratic).
+                return;
+            }
+            // an expired entry not popped yet (or one of ours marked again):
+            // refresh it; the old FIFO entry no longer matches the map and is
+            // skipped when it reaches the front
             p.seen.insert(Arc::clone(&key), expiry);
             p.fifo.push_back(Pending { seq, expiry, stamp, id: key });
         } else {
@@ -1165,5 +1173,20 @@ mod tests {
             bad[i] ^= 1;
             assert!(Deduplicator::from_bytes(&bad, d.limits(), 3.0).is_err());
         }
+    }
+
+    #[test]
+    fn marking_one_id_at_one_clock_reading_many_times_stays_cheap() {
+        // cause: each mark of a live ID pushed a FIFO entry with the same expiry,
+        // which compaction could not drop, so every insert rescanned them all
+        // (the fix: such a mark changes nothing); the FIFO length is the measure
+        let mut d = Deduplicator::new(300.0, 1000).expect("table");
+        for _ in 0..10_000 {
+            d.mark("same", 1000.0);
+        }
+        assert!(d.local.fifo.len() <= 2, "fifo grew to {}", d.local.fifo.len());
+        assert!(d.contains(None, "same", 1000.0));
+        d.mark("same", 1001.0); // a later clock reading still refreshes it
+        assert!(d.contains(None, "same", 1300.5));
     }
 }

@@ -106,3 +106,25 @@ def test_seal_of_unencodable_str_is_seal_error(cipher):
     `except SmsgnetError` misses it. Fix: map the to_str() failure to SealError."""
     with pytest.raises(_core.SealError):
         cipher.seal('{"id":"\ud800"}')
+
+
+def test_sealing_one_message_many_times_at_one_clock_reading_keeps_the_table_small():
+    """BUG (rust/dedup.rs insert_known): re-marking a live ID at the same ``now``.
+
+    ``seal_marked`` marks the sealed ID every time. Marking an ID that is
+    already live pushed another FIFO entry with the *same* expiry, which the
+    compaction could not tell from the live one, so the FIFO grew by one per
+    seal and every later insert rescanned all of it: sending one Message object
+    many times in a tight loop (same ID, a clock that had not moved) made each
+    seal slower than the last. Found by benches/test_bench_session.py (1.0 seal
+    median 252 µs). Fixed: a mark that changes nothing returns at once.
+    """
+    dedup = _core.Deduplicator(360.0, 1000)
+    cipher = _core.SmsgCipher(bytes(range(32)))
+    for _ in range(5000):
+        cipher.seal_marked(dedup, "same", ping("same", "2025-01-01T00:00:00Z"), now=T)
+    # the table's observable state: one ID, and one FIFO entry (to_bytes saves the FIFO)
+    assert len(dedup) == 1
+    one = _core.Deduplicator(360.0, 1000)
+    one.mark("same", T)
+    assert len(dedup.to_bytes(now=T)) == len(one.to_bytes(now=T))
