@@ -455,11 +455,14 @@ class NoiseHandshake:
         bucket: TokenBucket | None = None,
         dedup: Deduplicator | None = None,
         sender: str | None = None,
+        peer_id: str | None = None,
     ) -> NoiseLink:
         """The link of a finished handshake; this object is spent afterwards.
         ``rekey_interval``: messages sent between two rekeys (0: never). With
         ``dedup``, :meth:`NoiseLink.receive` drops a message whose ID ``sender``
-        (the peer's node ID) already sent (``"duplicate"``)."""
+        (the peer's node ID) already sent (``"duplicate"``); with ``peer_id``
+        (strict sender), one whose non-empty ``from`` is another node
+        (``"wrong_sender"``)."""
 
 @final
 class NoiseLink:

@@ -210,7 +210,8 @@ class Session:
             self.protocol = "2.0"
             self.cipher: _core.SmsgCipher | None = None
             self.link: _core.NoiseLink | None = noise.into_link(
-                rekey_interval=config.rekey_interval, bucket=bucket, dedup=dedup, sender=peer_id)
+                rekey_interval=config.rekey_interval, bucket=bucket, dedup=dedup, sender=peer_id,
+                peer_id=peer_id if config.strict_sender else None)
             self.receiver = self.link
         else:
             self.protocol = "1.0"

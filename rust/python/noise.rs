@@ -92,14 +92,16 @@ impl NoiseHandshake {
     }
 
     /// The link of a finished handshake (this object is spent afterwards).
-    /// With `dedup`, `receive` drops a message whose ID `sender` already sent.
-    #[pyo3(signature = (*, rekey_interval=0, bucket=None, dedup=None, sender=None))]
+    /// With `dedup`, `receive` drops a message whose ID `sender` already sent;
+    /// with `peer_id`, one whose non-empty `from` is another node (strict sender).
+    #[pyo3(signature = (*, rekey_interval=0, bucket=None, dedup=None, sender=None, peer_id=None))]
     fn into_link(
         &mut self,
         rekey_interval: i64,
         bucket: Option<Py<TokenBucket>>,
         dedup: Option<Py<Deduplicator>>,
         sender: Option<String>,
+        peer_id: Option<String>,
     ) -> PyResult<NoiseLink> {
         let sender = sender.unwrap_or_default();
         let interval = u64::try_from(rekey_interval)
@@ -109,7 +111,7 @@ impl NoiseHandshake {
             .take()
             .ok_or_else(|| errors::invalid_argument("the handshake was already turned into a link"))?;
         let link = hs.into_link(interval).map_err(to_py_err)?;
-        Ok(NoiseLink { inner: link, bucket, dedup, sender, last_error: Mutex::new(String::new()) })
+        Ok(NoiseLink { inner: link, bucket, dedup, sender, peer_id, last_error: Mutex::new(String::new()) })
     }
 }
 
@@ -120,6 +122,8 @@ pub struct NoiseLink {
     bucket: Option<Py<TokenBucket>>,
     dedup: Option<Py<Deduplicator>>,
     sender: String,
+    /// Strict sender: a message whose non-empty `from` is not this is dropped.
+    peer_id: Option<String>,
     last_error: Mutex<String>,
 }
 
@@ -150,6 +154,40 @@ impl NoiseLink {
         }
     }
 
+    /// The checks on the message head, as on 1.0 minus the `ts` window:
+    /// an `id` is required; with `peer_id` (strict sender) a non-empty `from`
+    /// must be the peer's; with `dedup`, the same ID twice from this peer is
+    /// delivered once (replays need no table here: the counters refuse them).
+    fn check_head(&self, py: Python<'_>, body: &[u8], now: f64) -> Option<DropReason> {
+        let head = match parse_message_head(body) {
+            Ok(head) => head,
+            Err(e) => {
+                self.set_error(e.to_string());
+                return Some(DropReason::InvalidMessage);
+            }
+        };
+        let id = match head.id.as_deref() {
+            Some(id) if !id.is_empty() => id,
+            _ => {
+                self.set_error("message has no id".into());
+                return Some(DropReason::InvalidMessage);
+            }
+        };
+        if let (Some(expected), Some(from)) = (self.peer_id.as_deref(), head.from.as_deref()) {
+            if !from.is_empty() && from != expected {
+                let shown: String = from.chars().take(64).collect();
+                self.set_error(format!("from {shown:?}"));
+                return Some(DropReason::WrongSender);
+            }
+        }
+        if let Some(dedup) = &self.dedup {
+            if !dedup.borrow_mut(py).inner.check_and_mark(&self.sender, id, now) {
+                return Some(DropReason::Duplicate);
+            }
+        }
+        None
+    }
+
     fn set_error(&self, text: String) {
         if let Ok(mut e) = self.last_error.lock() {
             *e = text;
@@ -178,8 +216,8 @@ impl NoiseLink {
         self.open_bytes(py, frame.as_slice()).map_err(to_py_err)
     }
 
-    /// The receive step of a 2.0 link: open, then the token bucket, then (with
-    /// a `dedup` table) the duplicate check by message ID.
+    /// The receive step of a 2.0 link: open, then the token bucket, then the
+    /// head checks (`check_head`).
     /// Returns ("ok", message_json) or (drop_reason, None); after a frame that
     /// does not open, `broken` is True and the link must be closed.
     #[pyo3(signature = (frame, now=None))]
@@ -202,25 +240,9 @@ impl NoiseLink {
                         return Ok((pyo3::intern!(py, "rate_limited").clone(), py.None()));
                     }
                 }
-                if let Some(dedup) = &self.dedup {
-                    // The same message (ID) twice from one peer is delivered once, as on
-                    // 1.0; replays need no table here (the counters refuse them).
-                    let head = match parse_message_head(body) {
-                        Ok(head) => head,
-                        Err(e) => {
-                            self.set_error(e.to_string());
-                            return Ok((PyString::intern(py, DropReason::InvalidMessage.as_str()), py.None()));
-                        }
-                    };
-                    let fresh = match head.id.as_deref() {
-                        Some(id) if !id.is_empty() => dedup.borrow_mut(py).inner.check_and_mark(&self.sender, id, now),
-                        _ => {
-                            self.set_error("message has no id".into());
-                            return Ok((PyString::intern(py, DropReason::InvalidMessage.as_str()), py.None()));
-                        }
-                    };
-                    if !fresh {
-                        return Ok((PyString::intern(py, DropReason::Duplicate.as_str()), py.None()));
+                if self.dedup.is_some() || self.peer_id.is_some() {
+                    if let Some(reason) = self.check_head(py, body, now) {
+                        return Ok((PyString::intern(py, reason.as_str()), py.None()));
                     }
                 }
                 Ok((pyo3::intern!(py, "ok").clone(), bytes.into_any().unbind()))

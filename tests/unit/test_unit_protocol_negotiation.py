@@ -156,3 +156,54 @@ def test_handshake_messages_must_be_binary(nodes):
 def test_protocol_settings_are_checked(kw):
     with pytest.raises(ConfigError):
         TransportConfig(**kw)
+
+
+# -- a 2.0 session's receive step (sans I/O) ---------------------------------------------------
+
+
+def session_pair_2(config: TransportConfig):
+    import time as _time
+
+    from smsgnet.session import Session, make_deduplicator
+
+    d, a = NodeManager.generate("dialler"), NodeManager.generate("acceptor")
+    initiator = Initiator(d, offer_protocol_2=True)
+    ack, accepted = Responder(a, PeerRegistry(), accept_protocol_2=True).receive_hello(initiator.hello())
+    dialled = initiator.receive_ack(ack)
+    a_stage, d_stage = NoiseStage.acceptor(a, accepted), NoiseStage.dialler(d, dialled)
+    a_stage.finish(d_stage.answer(a_stage.first_message()))
+    now = _time.time()
+    sender = Session(a.node_id, dialled.shared_secret, make_deduplicator(config), config, local_id=d.node_id,
+                     now=now, noise=d_stage.result_with_link().noise)
+    receiver = Session(d.node_id, accepted.shared_secret, make_deduplicator(config), config, local_id=a.node_id,
+                       now=now, noise=a_stage.result_with_link().noise)
+    return sender, receiver, now
+
+
+def test_a_2_0_session_checks_ids_senders_and_duplicates_but_no_timestamps():
+    from smsgnet import Message
+    from smsgnet.session import FrameDropped, MessageReceived
+
+    config = TransportConfig(rate_limit_burst=None, strict_sender=True)
+    sender, receiver, now = session_pair_2(config)
+    assert sender.protocol == receiver.protocol == "2.0"
+
+    def deliver(msg: Message) -> list:
+        return receiver.receive(sender.seal(msg, now), now)
+
+    ok = Message.new("note", sender.local_id, receiver.local_id, 1)
+    assert isinstance(deliver(ok)[0], MessageReceived)
+    assert deliver(ok)[0] == FrameDropped("duplicate", "", False)
+    impostor = Message.new("note", "f" * 32, receiver.local_id, 2)
+    assert deliver(impostor)[0].reason == "wrong_sender"
+    old = Message.new("note", "", receiver.local_id, 3)
+    old.ts = "2001-01-01T00:00:00Z"  # no ts window on 2.0: the counters refuse replays
+    assert isinstance(deliver(old)[0], MessageReceived)
+    no_id = receiver.receive(sender.seal_json("", b'{"type":"x"}', now), now)
+    assert no_id[0].reason == "invalid_message" and not no_id[0].fatal
+    assert receiver.drops == {"duplicate": 1, "wrong_sender": 1, "invalid_message": 1}
+    # a frame that does not open breaks the link: the event says so, and nothing opens after it
+    broken = receiver.receive(b"\x00" * 40, now)
+    assert broken[0].reason == "undecryptable" and broken[0].fatal
+    later = receiver.receive(sender.seal(Message.new("later", "", receiver.local_id), now), now)
+    assert later[0].fatal
