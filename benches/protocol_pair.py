@@ -24,6 +24,10 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+# in flight at most 3 MiB, below max_send_queue_bytes: the window rule of benches/plots.py
+from plots import window_for  # noqa: E402
 
 
 def run_pair(protocol: str, size: int, opts: argparse.Namespace) -> dict[str, float | str]:
@@ -36,12 +40,6 @@ def run_pair(protocol: str, size: int, opts: argparse.Namespace) -> dict[str, fl
     if result["protocol"] != protocol:
         raise SystemExit(f"asked for protocol {protocol}, the link ran {result['protocol']}")
     return result
-
-
-def window_for(size: int, window: int) -> int:
-    # smsgnet refuses a send that would queue more than max_send_queue_bytes (4 MiB) for one
-    # peer: keep what is in flight under 3 MiB, the same for both protocols
-    return max(1, min(window, (3 << 20) // max(size, 1)))
 
 
 def main() -> None:

@@ -126,52 +126,51 @@ pub struct Handshake {
 impl Handshake {
     /// The acceptor's side (Noise initiator): it knows the dialler's key from the hello.
     pub fn acceptor(local_private: &[u8], dialler_public: &[u8], prologue: &[u8]) -> Result<Self, CoreError> {
-        key32(local_private, "private key")?;
-        key32(dialler_public, "peer public key")?;
-        let state = Builder::with_resolver(params(), resolver())
-            .local_private_key(local_private)
-            .and_then(|b| b.remote_public_key(dialler_public))
-            .and_then(|b| b.prologue(prologue))
-            .and_then(|b| b.build_initiator())
-            .map_err(|e| handshake_err("cannot start the handshake", e))?;
-        Ok(Handshake { state })
+        Self::start(local_private, Some(dialler_public), prologue, None)
     }
 
     /// The dialler's side (Noise responder).
     pub fn dialler(local_private: &[u8], prologue: &[u8]) -> Result<Self, CoreError> {
-        key32(local_private, "private key")?;
-        let state = Builder::with_resolver(params(), resolver())
-            .local_private_key(local_private)
-            .and_then(|b| b.prologue(prologue))
-            .and_then(|b| b.build_responder())
-            .map_err(|e| handshake_err("cannot start the handshake", e))?;
-        Ok(Handshake { state })
+        Self::start(local_private, None, prologue, None)
     }
 
-    /// Like [`Handshake::acceptor`] / [`Handshake::dialler`] with a fixed
-    /// ephemeral key: for the test vectors only.
+    /// Like [`Handshake::acceptor`] (with `remote_public`) or
+    /// [`Handshake::dialler`] (without), with a fixed ephemeral key: for the
+    /// test vectors only.
     pub fn with_ephemeral_for_tests(
         local_private: &[u8],
         remote_public: Option<&[u8]>,
         prologue: &[u8],
         ephemeral: &[u8],
     ) -> Result<Self, CoreError> {
-        key32(local_private, "private key")?;
         key32(ephemeral, "ephemeral key")?;
+        Self::start(local_private, remote_public, prologue, Some(ephemeral))
+    }
+
+    /// The acceptor's side when the dialler's key is known, else the dialler's.
+    fn start(
+        local_private: &[u8],
+        remote_public: Option<&[u8]>,
+        prologue: &[u8],
+        ephemeral: Option<&[u8]>,
+    ) -> Result<Self, CoreError> {
+        key32(local_private, "private key")?;
+        if let Some(rs) = remote_public {
+            key32(rs, "peer public key")?;
+        }
+        let failed = |e| handshake_err("cannot start the handshake", e);
         let mut b = Builder::with_resolver(params(), resolver())
             .local_private_key(local_private)
             .and_then(|b| b.prologue(prologue))
-            .map_err(|e| handshake_err("cannot start the handshake", e))?
-            .fixed_ephemeral_key_for_testing_only(ephemeral);
+            .map_err(failed)?;
+        if let Some(e) = ephemeral {
+            b = b.fixed_ephemeral_key_for_testing_only(e);
+        }
         let state = match remote_public {
-            Some(rs) => {
-                key32(rs, "peer public key")?;
-                b = b.remote_public_key(rs).map_err(|e| handshake_err("cannot start the handshake", e))?;
-                b.build_initiator()
-            }
+            Some(rs) => b.remote_public_key(rs).and_then(|b| b.build_initiator()),
             None => b.build_responder(),
         }
-        .map_err(|e| handshake_err("cannot start the handshake", e))?;
+        .map_err(failed)?;
         Ok(Handshake { state })
     }
 

@@ -429,18 +429,25 @@ class PeerConnection:
             raise self._closed_error()
         if not counted:
             self._session.sealed_elsewhere()
-        self._check_sendable(len(frame))
-        await self._send_frame(frame, bounded=True)
+        limit = self._owner.config.max_message_size
+        if len(frame) > limit:
+            raise MessageTooLarge(len(frame), limit)
+        await self._send_frame(frame, bounded=True)  # bounded: the send-queue check
 
     def _check_sendable(self, size: int) -> None:
         """Raise MessageTooLarge or SendQueueFull for a frame of ``size`` bytes."""
-        config = self._owner.config
-        if size > config.max_message_size:
-            raise MessageTooLarge(size, config.max_message_size)
+        limit = self._owner.config.max_message_size
+        if size > limit:
+            raise MessageTooLarge(size, limit)
+        self._check_queue(size)
+
+    def _check_queue(self, size: int) -> None:
+        """Raise SendQueueFull when ``size`` more bytes would pass ``max_send_queue_bytes``."""
+        limit = self._owner.config.max_send_queue_bytes
         queued = self._ws.write_buffer_size()
-        if queued + size > config.max_send_queue_bytes:
+        if queued + size > limit:
             raise SendQueueFull(f"{queued} bytes already waiting to be written to {self.peer_id} "
-                                f"(max_send_queue_bytes {config.max_send_queue_bytes}); not sent")
+                                f"(max_send_queue_bytes {limit}); not sent")
 
     async def request(self, msg: Message, *, timeout: float = 10.0) -> Message:
         """Send ``msg`` and wait for the message whose ``replyTo`` is its ID.
@@ -504,11 +511,7 @@ class PeerConnection:
             raise self._closed_error()
         ws = self._ws
         if bounded:
-            config = self._owner.config
-            queued = ws.write_buffer_size()
-            if queued + len(frame) > config.max_send_queue_bytes:
-                raise SendQueueFull(f"{queued} bytes already waiting to be written to {self.peer_id} "
-                                    f"(max_send_queue_bytes {config.max_send_queue_bytes}); not sent")
+            self._check_queue(len(frame))
         try:
             ready = ws.send_nowait(frame)
         except ConnectionClosed as e:

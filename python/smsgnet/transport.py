@@ -482,16 +482,25 @@ class Transport:
         if not targets:
             return {}
         encoded = msg.to_json()
-        v1 = [c for c in targets if c.session.cipher is not None]
+        v1: list[PeerConnection] = []
+        ciphers: list[_core.SmsgCipher] = []
+        v2: list[PeerConnection] = []
+        for c in targets:
+            cipher = c.session.cipher
+            if cipher is None:
+                v2.append(c)
+            else:
+                v1.append(c)
+                ciphers.append(cipher)
         sends: list[Coroutine[Any, Any, None]] = []
         if v1:
             # one mark for the message and one native call sealing it for every 1.0 peer
-            frames = _core.seal_for_all([c.session.cipher for c in v1 if c.session.cipher is not None], encoded)
+            frames = _core.seal_for_all(ciphers, encoded)
             self._dedup.mark(msg.id)
             sends = [c.send_sealed(f) for c, f in zip(v1, frames)]
         # 2.0 links seal their own (counter nonces, sealed in the order frames leave)
-        sends += [c.send_encoded(msg.id, encoded) for c in targets if c.session.cipher is None]
-        targets = v1 + [c for c in targets if c.session.cipher is None]
+        sends += [c.send_encoded(msg.id, encoded) for c in v2]
+        targets = v1 + v2
         results = await asyncio.gather(*sends, return_exceptions=True)
         return {c.peer_id: r for c, r in zip(targets, results) if isinstance(r, BaseException)}
 
