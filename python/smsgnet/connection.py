@@ -403,12 +403,21 @@ class PeerConnection:
                 await live.send(msg)
                 return
             raise self._closed_error()
-        await self.send_encoded(msg.id, msg.to_json())
+        wait = self._seal_and_queue(msg.id, msg.to_json())
+        if wait is not None:
+            await wait
 
     async def send_encoded(self, message_id: str, message_json: bytes) -> None:
         """Send a Message already encoded as JSON (``broadcast`` encodes once for every peer)."""
         if self.state is not ConnectionState.OPEN:
             raise self._closed_error()
+        wait = self._seal_and_queue(message_id, message_json)
+        if wait is not None:
+            await wait
+
+    def _seal_and_queue(self, message_id: str, message_json: bytes) -> Coroutine[Any, Any, None] | None:
+        """Seal an encoded Message and queue the frame (the link is open); what
+        :meth:`_queue_frame` returns. Raises like :meth:`send`."""
         session = self._session
         size = session.sealed_len(len(message_json))
         if size is not None:
@@ -419,7 +428,9 @@ class PeerConnection:
             frame = session.seal_json(message_id, message_json)
         except NotConnectedError:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
-        await self.send_sealed(frame, counted=True)
+        if size is None:
+            self._check_sendable(len(frame))  # protocol 1.0: the size is known once sealed
+        return self._queue_frame(frame)
 
     async def send_sealed(self, frame: bytes, *, counted: bool = False) -> None:
         """Send a frame already sealed for this peer (``broadcast`` seals for
@@ -429,10 +440,10 @@ class PeerConnection:
             raise self._closed_error()
         if not counted:
             self._session.sealed_elsewhere()
-        limit = self._owner.config.max_message_size
-        if len(frame) > limit:
-            raise MessageTooLarge(len(frame), limit)
-        await self._send_frame(frame, bounded=True)  # bounded: the send-queue check
+        self._check_sendable(len(frame))
+        wait = self._queue_frame(frame)
+        if wait is not None:
+            await wait
 
     def _check_sendable(self, size: int) -> None:
         """Raise MessageTooLarge or SendQueueFull for a frame of ``size`` bytes."""
@@ -462,19 +473,31 @@ class PeerConnection:
             if live is not None and live.is_open:
                 return await live.request(msg, timeout=timeout)
             raise self._closed_error()
-        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        if self._requests is None:
-            self._requests = {}
-        self._requests[msg.id] = fut
+        if not msg.from_:
+            msg.from_ = self._owner.node_id
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Message] = loop.create_future()
+        requests = self._requests
+        if requests is None:
+            requests = self._requests = {}
+        requests[msg.id] = fut
+        # one timer handle, not a timeout context: it fails the future when no reply came in time
+        deadline = loop.time() + timeout
+        expiry = loop.call_at(deadline, _expire_request, fut, msg.type, self.peer_id, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                await self.send(msg)
-                reply = await fut
-        except TimeoutError:
-            raise RequestTimeout(f"no reply to {msg.type[:64]!r} from {self.peer_id} within {timeout:g}s") from None
+            wait = self._seal_and_queue(msg.id, msg.to_json())
+            if wait is not None:  # the send buffer is full: the wait for it counts against the timeout too
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await wait
+                except TimeoutError:
+                    raise _request_timeout(msg.type, self.peer_id, timeout) from None
+            reply = await fut
         finally:
-            if self._requests is not None:
-                self._requests.pop(msg.id, None)
+            expiry.cancel()
+            requests.pop(msg.id, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: a send that failed leaves no "never retrieved" noise
         if reply.type == "error":
             p = reply.payload if isinstance(reply.payload, dict) else {}
             code, text, details = p.get("code"), p.get("message"), p.get("details")
@@ -496,24 +519,21 @@ class PeerConnection:
         return ConnectionClosedError(f"connection to {self.peer_id} is closed{why}", self.close_code,
                                      self.close_reason)
 
-    async def _send_frame(self, frame: bytes, *, allow_closing: bool = False, bounded: bool = False) -> None:
-        wait = self._queue_frame(frame, allow_closing=allow_closing, bounded=bounded)
+    async def _send_frame(self, frame: bytes, *, allow_closing: bool = False) -> None:
+        if self.state is not ConnectionState.OPEN and not allow_closing:
+            raise self._closed_error()
+        wait = self._queue_frame(frame)
         if wait is not None:
             await wait
 
-    def _queue_frame(self, frame: bytes, *, allow_closing: bool = False,
-                     bounded: bool = False) -> Coroutine[Any, Any, None] | None:
+    def _queue_frame(self, frame: bytes) -> Coroutine[Any, Any, None] | None:
         """Queue ``frame`` on the socket now, in call order (it leaves with this
         loop iteration's write). None when that is all; a coroutine to await
         when the socket's buffer is above its high-water mark (the wait for it
-        to drain, under the write deadline). Raises like :meth:`_send_frame`."""
-        if self.state is not ConnectionState.OPEN and not allow_closing:
-            raise self._closed_error()
-        ws = self._ws
-        if bounded:
-            self._check_queue(len(frame))
+        to drain, under the write deadline). Raises ConnectionClosedError when
+        the socket is gone. The caller checked the link's state."""
         try:
-            ready = ws.send_nowait(frame)
+            ready = self._ws.send_nowait(frame)
         except ConnectionClosed as e:
             self._connection_lost_on_send(e)
         if ready:
@@ -543,6 +563,8 @@ class PeerConnection:
 
     def _send_in_background(self, frame: bytes) -> None:
         """Queue a frame now; a task only when the buffer is full and it must wait."""
+        if self.state is not ConnectionState.OPEN:
+            return
         try:
             wait = self._queue_frame(frame)
         except ConnectionClosedError:
@@ -871,6 +893,15 @@ class PeerConnection:
     def __repr__(self) -> str:
         d = "out" if self.outbound else "in"
         return f"<PeerConnection {d} {self.peer_id} {self.state.value}{'' if self.proven else ' unproven'}>"
+
+
+def _request_timeout(type: str, peer_id: str, timeout: float) -> RequestTimeout:
+    return RequestTimeout(f"no reply to {type[:64]!r} from {peer_id} within {timeout:g}s")
+
+
+def _expire_request(fut: asyncio.Future[Message], type: str, peer_id: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(_request_timeout(type, peer_id, timeout))
 
 
 async def _quietly(wait: Coroutine[Any, Any, None]) -> None:

@@ -174,7 +174,7 @@ class HandlerRunner:
         except Exception:
             self._message_failed(conn, msg)
             return None
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             return self._await(result, conn, msg)
         return None
 

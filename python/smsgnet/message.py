@@ -193,7 +193,8 @@ _uuids = _UuidPool()
 os.register_at_fork(after_in_child=_uuids.reset)
 
 
-def _new_id() -> str:
+def new_message_id() -> str:
+    """A fresh message ID: a random UUID v4 in its canonical text form."""
     return _uuids.next()
 
 
@@ -213,7 +214,7 @@ class Message:
     payload: Any = None
     from_: str = ""
     to: str = ""
-    id: str = field(default_factory=_new_id)
+    id: str = field(default_factory=new_message_id)
     ts: str = field(default_factory=format_timestamp)
     reply_to: str = ""
 
@@ -280,9 +281,14 @@ class Message:
     @classmethod
     def from_dict(cls, obj: Any) -> Message:
         """Build a Message from a parsed JSON object. Raises InvalidMessageError."""
-        if not isinstance(obj, dict):
+        if type(obj) is not dict and not isinstance(obj, dict):
             raise InvalidMessageError("message is not a JSON object")
         get = obj.get
+        # the usual message: every field a string (one test for all six)
+        id_, type_, from_, to, ts, reply_to = get("id"), get("type"), get("from"), get("to"), get("ts"), get("replyTo")
+        if type(id_) is type(type_) is type(from_) is type(to) is type(ts) is str and (
+                reply_to is None or type(reply_to) is str):
+            return cls(type_, get("payload"), from_, to, id_, ts, reply_to or "")  # type: ignore[arg-type]
         values = []
         for key in _FIELDS:
             v = get(key)

@@ -61,7 +61,7 @@ from typing import TypeAlias
 from smsgnet import _core
 from smsgnet.config import TransportConfig
 from smsgnet.exceptions import InvalidMessageError, NotConnectedError
-from smsgnet.message import DisconnectCode, Message, format_timestamp
+from smsgnet.message import DisconnectCode, Message, format_timestamp, new_message_id
 
 __all__ = [
     "Session",
@@ -333,8 +333,11 @@ class Session:
         self.messages_in += 1
         t = msg.type
         if t == "ping":
-            reply = self._stamped(msg.pong(int(now * 1000)), now)
-            reply.from_ = self.local_id
+            p = msg.payload
+            sent = p.get("sentAt", 0) if type(p) is dict else 0
+            # the pong: Message.pong() from this node, stamped once with `now`
+            reply = Message("pong", {"sentAt": sent, "receivedAt": int(now * 1000)}, self.local_id, msg.from_,
+                            new_message_id(), format_timestamp(int(now * 1_000_000_000)), msg.id)
             # 2.0: sealed by the sender, in the order frames leave
             events.append(PingReceived(msg, None if self.link is not None else self.seal(reply, now), reply))
         elif t == "pong":

@@ -22,8 +22,8 @@ that matter to connection.py:
 * Frames sent in the current loop iteration wait in ``ws.protocol.writes``
   (up to one high-water mark, 32 KiB) and are *not* in
   ``transport.get_write_buffer_size()``; ``ws.write_buffer_size()`` counts
-  both. ``_send_frame``'s fast-path test and its ``max_send_queue_bytes``
-  check should use ``ws.write_buffer_size()``: with the transport's figure a
+  both. The ``max_send_queue_bytes`` check in connection.py uses
+  ``ws.write_buffer_size()``: with the transport's figure a
   "fast" send can still end up waiting for the peer, outside the write
   deadline (the close timer still bounds it once the link is closed).
 * ``send()`` queues the frame synchronously, before it can wait, so
@@ -47,8 +47,9 @@ uses, with a cheaper data path:
 * **Sending.** ``send()`` appends the whole frame to the protocol's write list
   (built here, byte for byte what ``Frame.serialize`` makes) and returns;
   everything produced in one loop iteration leaves in one ``transport.write``
-  (a flush scheduled with ``call_soon``, or sooner: when a received chunk
-  produced protocol output such as a pong or a close, when ``recv()`` finds
+  (a flush scheduled with ``call_soon``, or sooner: at the end of the
+  ``data_received`` call whose frames produced it (a reply sent inline by the
+  reader, a pong, a close), when ``recv()`` finds
   nothing left to read and is about to wait, and when the unwritten bytes
   pass the high-water mark). ``send()`` waits only while the transport is
   paused (its buffer went above the high-water mark: ``pause_writing`` /
@@ -747,6 +748,19 @@ class WireConnection(asyncio.Protocol):
             task.add_done_callback(server.handler_tasks.discard)
 
     def data_received(self, data: bytes) -> None:
+        # What the frames of this chunk make us send (answers handled inline:
+        # pongs, closes, replies) leaves in one write when the chunk is done,
+        # not one loop iteration later: no flush is scheduled while reading.
+        scheduled = self._flush_scheduled
+        self._flush_scheduled = True
+        try:
+            self._receive_chunk(data)
+        finally:
+            self._flush_scheduled = scheduled
+            if self.protocol.writes:
+                self._flush()
+
+    def _receive_chunk(self, data: bytes) -> None:
         if self._fast_in:
             rest = self._read_fast(data)
             if rest is None:
@@ -760,8 +774,6 @@ class WireConnection(asyncio.Protocol):
                 self._take_frames(events)
             else:
                 self._take_handshake(events)
-        if protocol.writes:
-            self._flush()  # pongs, close frames, end of stream: at once
         if self._close_timer is None and protocol.state is not OPEN and protocol.close_expected():
             self._arm_close_timer()
         elif (not self._fast_in and self._upgraded and not protocol.expect_continuation_frame
@@ -800,34 +812,38 @@ class WireConnection(asyncio.Protocol):
         stands between two frames as it always did. Returns None when
         everything was taken (a partial frame waits in the buffer)."""
         buf = self._in_buf
-        buf += data
-        n = len(buf)
+        if buf:  # the end of an earlier chunk waits: parse on from there
+            buf += data
+            src: bytes | bytearray = buf
+        else:  # the usual case: the chunk starts with a frame, parse it where it lies
+            src = data
+        n = len(src)
         pos = 0
         masked = not self._masking  # a server reads masked frames, a client unmasked ones
         limit: int = self.protocol.max_message_size  # type: ignore[assignment]  # an int: checked when the fast path starts
         taken: list[bytes] = []
         rest: bytes | None = None
-        view = memoryview(buf)  # released before the buffer is resized
+        view = memoryview(src)  # released before the buffer is resized
         try:
             while n - pos >= 2:
-                b1 = buf[pos + 1]
-                if buf[pos] != 0x82 or bool(b1 & 0x80) is not masked:
-                    rest = bytes(buf[pos:])
+                b1 = src[pos + 1]
+                if src[pos] != 0x82 or bool(b1 & 0x80) is not masked:
+                    rest = bytes(src[pos:])
                     break
                 length = b1 & 0x7F
                 head = pos + 2
                 if length == 126:
                     if n - pos < 4:
                         break
-                    length = int.from_bytes(buf[head:head + 2], "big")
+                    length = int.from_bytes(src[head:head + 2], "big")
                     head += 2
                 elif length == 127:
                     if n - pos < 10:
                         break
-                    length = int.from_bytes(buf[head:head + 8], "big")
+                    length = int.from_bytes(src[head:head + 8], "big")
                     head += 8
                 if length > limit:
-                    rest = bytes(buf[pos:])
+                    rest = bytes(src[pos:])
                     break
                 body = head + 4 if masked else head
                 end = body + length
@@ -835,7 +851,9 @@ class WireConnection(asyncio.Protocol):
                     break
                 if masked:
                     with view[body:end] as payload:  # no intermediate copy of the payload
-                        taken.append(apply_mask(payload, buf[head:body]))
+                        taken.append(apply_mask(payload, src[head:body]))
+                elif src is data:
+                    taken.append(data[body:end])
                 else:
                     with view[body:end] as payload:
                         taken.append(bytes(payload))
@@ -845,8 +863,11 @@ class WireConnection(asyncio.Protocol):
         if rest is not None:
             self._fast_in = False
             buf.clear()
-        elif pos:
-            del buf[:pos]
+        elif src is buf:
+            if pos:
+                del buf[:pos]
+        elif pos < n:
+            buf += data[pos:]  # a partial frame: kept until the rest arrives
         if taken:
             queue = self._messages
             if queue is None:
