@@ -716,13 +716,32 @@ class PeerConnection:
         if detach is None:
             await self._read_loop()
             return
-        detach(self._on_ready)
+        detach(self._on_ready, self._on_messages)
         self._pump()
 
     def _on_ready(self) -> None:
         """(socket callback) Messages wait, or the connection is lost."""
         if self._pump_task is None:
             self._pump()
+
+    def _on_messages(self, frames: list[bytes]) -> int:
+        """(socket callback) The frames of one read, offered before any is
+        queued: handle them now unless this link is already waiting; how many
+        were taken (the rest queue up for the task that waits)."""
+        if self._pump_task is not None:
+            return 0
+        i = 0
+        try:
+            for frame in frames:
+                i += 1
+                rest = self._receive(frame)
+                if rest is not None:
+                    self._pump_task = self._owner.spawn(self._pump_async(rest))
+                    return i
+        except Exception:
+            self._read_failed()
+            return len(frames)  # nothing more is read from this link
+        return i
 
     def _pump(self) -> None:
         """Handle every waiting message now; hand over to a task at the first one that must wait."""

@@ -95,16 +95,18 @@ def make_deduplicator(config: TransportConfig) -> _core.Deduplicator:
 
 
 # -- events (what a received frame turned into) ---------------------------------
+# Events and actions are slotted records, not frozen ones: one is built for every
+# frame, and a frozen dataclass sets each field through object.__setattr__.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageReceived:
     """An application message (or a control message the caller asked to see)."""
 
     message: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PingReceived:
     """The peer pinged; ``reply`` is the sealed pong to send back (None on
     protocol 2.0: seal ``pong`` with :meth:`Session.seal` right before sending)."""
@@ -114,7 +116,7 @@ class PingReceived:
     pong: Message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PongReceived:
     """The peer answered a ping; ``rtt_ms`` is the round trip (None when ``sentAt`` is missing)."""
 
@@ -122,7 +124,7 @@ class PongReceived:
     rtt_ms: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PeerDisconnected:
     """The peer said goodbye with a ``disconnect`` message."""
 
@@ -131,12 +133,12 @@ class PeerDisconnected:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Proven:
     """The peer has just proven it holds its key (inbound sessions only, once)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FrameDropped:
     """A frame was dropped; ``reason`` is one of :data:`DROP_REASONS`.
     ``fatal``: nothing more can be opened on this link (protocol 2.0): close it."""
@@ -152,14 +154,14 @@ Event: TypeAlias = MessageReceived | PingReceived | PongReceived | PeerDisconnec
 # -- actions (what the clock asks for) -----------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendPing:
     """Time for a keepalive ping: send ``frame``."""
 
     frame: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CloseForSilence:
     """Close the connection: nothing arrived in time (or the key was never proven).
 

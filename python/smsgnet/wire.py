@@ -157,7 +157,7 @@ class WireConnection(asyncio.Protocol):
         "_fragments", "_fragment_text", "_read_paused", "_fast_in", "_in_buf", "_flush_scheduled", "_unwritten",
         "_write_paused", "_drain_waiters", "_eof_written", "_masking", "_mask_pool", "_mask_at",
         "_framing_by_protocol", "write_calls", "_handshake_waiter", "_upgraded", "_lost", "_gone",
-        "_close_timer", "_connection_exc", "_server", "_on_ready", "__weakref__",
+        "_close_timer", "_connection_exc", "_server", "_on_ready", "_on_messages", "__weakref__",
     )
 
     def __init__(
@@ -223,6 +223,8 @@ class WireConnection(asyncio.Protocol):
         self._server: WireServer | None = None
         # detached: called (no arguments) when messages wait or the connection is lost
         self._on_ready: Callable[[], None] | None = None
+        # detached with a direct hand-over: takes a list of messages, returns how many it took
+        self._on_messages: Callable[[list[bytes]], int] | None = None
 
     # -- attributes --------------------------------------------------------------------
 
@@ -318,7 +320,8 @@ class WireConnection(asyncio.Protocol):
 
     # -- detached: driven by a callback, no task waiting in recv() ------------------------
 
-    def detach(self, on_ready: Callable[[], None]) -> None:
+    def detach(self, on_ready: Callable[[], None],
+               on_messages: Callable[[list[bytes]], int] | None = None) -> None:
         """Hand the connection to a callback instead of a reader task.
 
         ``on_ready()`` is called (from the protocol's callbacks, no arguments)
@@ -327,8 +330,14 @@ class WireConnection(asyncio.Protocol):
         announced: take them right after detaching. The upgrade's request and
         response are dropped (an idle link keeps nothing of its HTTP upgrade),
         and a server handler that returns after detaching leaves the connection
-        open: it lives on without a task until it closes."""
+        open: it lives on without a task until it closes.
+
+        ``on_messages(messages)``, when given, is offered the whole binary
+        messages of a received chunk directly, without queuing them, whenever
+        nothing is queued before them; it returns how many it took (in
+        order), and the rest are queued and announced as usual."""
         self._on_ready = on_ready
+        self._on_messages = on_messages
         self.request = None
         self.response = None
         self._handshake_waiter = None
@@ -870,6 +879,14 @@ class WireConnection(asyncio.Protocol):
             buf += data[pos:]  # a partial frame: kept until the rest arrives
         if taken:
             queue = self._messages
+            if not queue:
+                hand_over = self._on_messages
+                if hand_over is not None:  # nothing waits before these: straight to the reader
+                    took = hand_over(taken)
+                    if took >= len(taken):
+                        return rest
+                    del taken[:took]
+                    queue = self._messages  # the reader may have queued nothing, or made the deque
             if queue is None:
                 queue = self._messages = collections.deque()
             before = len(queue)
