@@ -759,7 +759,7 @@ class PeerConnection:
         if ws.lost:  # type: ignore[attr-defined]
             self._peer_gone()
 
-    async def _pump_async(self, pending: Coroutine[Any, Any, None]) -> None:
+    async def _pump_async(self, pending: Awaitable[None]) -> None:
         """The link waits (a handler, a full buffer, a large frame): read on in this task until nothing is left."""
         ws = self._ws
         take = ws.take  # type: ignore[attr-defined]
@@ -817,7 +817,7 @@ class PeerConnection:
             reason = f"connection closed by peer: {clip(rcvd.reason, 120)}"
         self._start_close(reason, close_code, send_disconnect=False, by_peer=True)
 
-    def _receive(self, frame: bytes | str) -> Coroutine[Any, Any, None] | None:
+    def _receive(self, frame: bytes | str) -> Awaitable[None] | None:
         """Handle one frame now; a coroutine to await for the rest when it must wait."""
         self.frames_in += 1
         self.bytes_in += len(frame)
@@ -833,7 +833,7 @@ class PeerConnection:
         if rest is not None:
             await rest
 
-    def _dispatch(self, events: list[Any], i: int) -> Coroutine[Any, Any, None] | None:
+    def _dispatch(self, events: list[Any], i: int) -> Awaitable[None] | None:
         """Act on ``events[i:]`` now; at the first that must be awaited, a coroutine doing that and the rest."""
         owner = self._owner
         n = len(events)
@@ -851,7 +851,8 @@ class PeerConnection:
                     continue
                 result = owner.deliver(self, msg)
                 if result is not None:
-                    return self._then(result, events, i)
+                    # the last event (the usual case): the handler's awaitable is all that is left
+                    return result if i == n else self._then(result, events, i)
             elif isinstance(event, FrameDropped):
                 owner.frame_dropped(self, event)
                 if event.fatal:

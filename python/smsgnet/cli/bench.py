@@ -79,7 +79,7 @@ class Echoes:
         self.last_ns = 0
         self.lost = 0
         self.window = window
-        self.slots = asyncio.Semaphore(window) if window else None
+        self.room: asyncio.Future[None] | None = None  # set while the sender waits for a free slot
         self.all_sent = False
         self.done = asyncio.Event()
 
@@ -90,26 +90,28 @@ class Echoes:
         now = time.perf_counter_ns()
         self.latencies_ns.append(now - sent)
         self.last_ns = now
-        if self.slots is not None:
-            self.slots.release()
+        self._freed()
         if self.all_sent and not self.in_flight:
             self.done.set()
 
+    def _freed(self) -> None:
+        room = self.room
+        if room is not None and not room.done():
+            room.set_result(None)
+
     async def take_slot(self, timeout: float) -> None:
-        """Wait for room in the window; after ``timeout`` seconds without an echo, the
-        messages still in flight are lost and their slots free again."""
-        slots = self.slots
-        if slots is None:
-            return
-        if not slots.locked():
-            await slots.acquire()
-            return
-        while True:
+        """Wait for room in the window (the caller then adds one message to
+        ``in_flight``); after ``timeout`` seconds without an echo, the messages
+        still in flight are lost and their slots free again."""
+        window = self.window
+        while window and len(self.in_flight) >= window:
+            room = self.room = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait_for(slots.acquire(), timeout)
-                return
+                await asyncio.wait_for(room, timeout)
             except TimeoutError:
                 self.give_up(time.perf_counter_ns() - int(timeout * 1e9))
+            finally:
+                self.room = None
 
     def give_up(self, sent_before_ns: int) -> None:
         """Count every message in flight sent before ``sent_before_ns`` as lost."""
@@ -117,9 +119,6 @@ class Echoes:
         for mid in old:
             del self.in_flight[mid]
         self.lost += len(old)
-        if self.slots is not None:
-            for _ in old:
-                self.slots.release()
 
     def finish(self) -> None:
         """After the wait for the last echoes: what is still in flight is lost."""

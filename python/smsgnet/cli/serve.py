@@ -134,9 +134,12 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
     stop = asyncio.Event()
     failed = False
 
+    logging_messages = log.isEnabledFor(logging.INFO)  # -v: decided once, not per message
+
     async def handle(conn: PeerConnection, msg: Message) -> None:
         nonlocal failed
-        log.info("%s from %s (%s)", msg.type, conn.peer_id, conn.identity.name or "unnamed")
+        if logging_messages:
+            log.info("%s from %s (%s)", msg.type, conn.peer_id, conn.identity.name or "unnamed")
         if args.json and not failed:
             try:
                 say_json({"type": msg.type, "from": msg.from_, "size": len(msg.to_json()), "id": msg.id})
