@@ -96,6 +96,29 @@ async def test_no_reply_in_time_raises_request_timeout(make_node):
         await b.stop()
 
 
+async def test_a_request_stuck_behind_a_full_send_buffer_times_out_at_its_own_timeout(make_node):
+    """request() waits with one timer handle; when its frame cannot even be
+    handed to the socket (the peer stopped reading), that wait counts against
+    the timeout too: RequestTimeout at ``timeout``, not the write deadline."""
+    b = await server_with_handlers(make_node)
+    a = await make_node("a", write_timeout=30.0, max_send_queue_bytes=64 * 1024 * 1024)
+    try:
+        conn = await a.connect(b.address)
+        await wait_for(lambda: len(list(b.connections())) == 1)
+        (server_side,) = list(b.connections())
+        server_side._ws.transport.pause_reading()  # the peer reads nothing more
+        filler = Message.new("fill", "", conn.peer_id, {"data": "x" * 200_000})
+        while conn._ws.send_nowait(conn.session.seal(filler)):  # until the socket's buffer is full
+            filler = Message.new("fill", "", conn.peer_id, {"data": "x" * 200_000})
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RequestTimeout, match="within 0.3s"):
+            await conn.request(Message.new("add", "", conn.peer_id, {"terms": [1]}), timeout=0.3)
+        assert asyncio.get_running_loop().time() - started < 10  # far from the 30 s write deadline
+        assert conn.is_open
+    finally:
+        await b.stop()
+
+
 async def test_a_link_that_closes_fails_its_pending_requests_with_code_and_reason(make_node):
     b = await server_with_handlers(make_node)
     a = await make_node("a")

@@ -149,6 +149,13 @@ async def stalled(count: Callable[[], int], quiet: float = 0.5, limit: float = 1
     raise AssertionError(f"still moving after {limit}s (at {last})")
 
 
+async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 def small_socket(option: int, size: int = 65536) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, option, size)
@@ -672,6 +679,77 @@ async def test_frames_queued_in_one_iteration_leave_in_one_write(net: Net) -> No
     assert [await asyncio.wait_for(c.recv(), 5) for _ in expected] == expected
     # the server echoed 152 messages that came in a few reads: a few writes, not 152
     assert s.write_calls - server_before <= 10, s.write_calls - server_before
+
+
+async def test_answers_made_while_reading_a_chunk_leave_before_the_read_callback_returns(net: Net) -> None:
+    """A reply sent by the reader while a chunk is handled (a pong, an
+    answer made inline) is written when that data_received call ends, all
+    replies of the chunk in one write, not one loop iteration later."""
+    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+
+    async def handler(ws: Any) -> None:
+        def answer(messages: list[bytes]) -> int:
+            for m in messages:
+                ws.send_nowait(b"re:" + m)
+            return len(messages)
+
+        def on_ready() -> None:  # what was queued (the first read after the upgrade)
+            while (m := ws.take()) is not None:
+                answer([m])
+        ws.detach(on_ready, answer)
+        ready.set_result(ws)
+        await stop.wait()
+
+    url = await net.start("wire", handler)
+    reader, writer, _ = await net.raw_upgrade(url)
+    s = await ready
+    writer.write(masked(Opcode.BINARY, b"warm-up"))  # the first read after the upgrade is the protocol's
+    assert [g[1:] for g in await _read_frames(reader, 1)] == [b"re:warm-up"]
+    chunk = b"".join(masked(Opcode.BINARY, b"m%d" % i) for i in range(5))
+    before = s.write_calls
+    s.data_received(chunk)  # as the event loop would call it with one read
+    assert s.write_calls == before + 1 and not s.protocol.writes  # written, in one write, before returning
+    assert [g[1:] for g in await _read_frames(reader, 5)] == [b"re:m%d" % i for i in range(5)]
+    stop.set()
+
+
+async def test_a_detached_reader_takes_a_read_directly_and_what_it_leaves_queues_in_order(net: Net) -> None:
+    """detach(on_ready, on_messages): the messages of a read go to
+    on_messages while nothing is queued; those it does not take are queued,
+    announced with on_ready and taken in order, and later reads queue behind
+    them until they are gone."""
+    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    offered: list[list[bytes]] = []
+    announced = asyncio.Event()
+    stop = asyncio.Event()
+
+    async def handler(ws: Any) -> None:
+        def take_two(messages: list[bytes]) -> int:
+            offered.append(list(messages))
+            return min(2, len(messages))
+        ws.detach(announced.set, take_two)
+        ready.set_result(ws)
+        await stop.wait()
+
+    url = await net.start("wire", handler)
+    reader, writer, _ = await net.raw_upgrade(url)
+    s = await ready
+    writer.write(masked(Opcode.BINARY, b"warm-up"))  # the first read after the upgrade is the protocol's: queued
+    await asyncio.wait_for(announced.wait(), 5)
+    assert s.take() == b"warm-up" and s.take() is None and offered == []
+    announced.clear()
+    writer.write(b"".join(masked(Opcode.BINARY, b"a%d" % i) for i in range(5)))
+    await asyncio.wait_for(announced.wait(), 5)
+    assert offered == [[b"a0", b"a1", b"a2", b"a3", b"a4"]]
+    writer.write(masked(Opcode.BINARY, b"b0"))  # something is queued: this one queues behind it
+    await wait_until(lambda: s.queued_messages == 4)
+    assert offered == [[b"a0", b"a1", b"a2", b"a3", b"a4"]]
+    assert [s.take() for _ in range(5)] == [b"a2", b"a3", b"a4", b"b0", None]
+    writer.write(masked(Opcode.BINARY, b"c0"))  # the queue is empty again: offered directly
+    await wait_until(lambda: len(offered) == 2)
+    assert offered[1] == [b"c0"]
+    stop.set()
 
 
 # -- backpressure ----------------------------------------------------------------------------
