@@ -403,21 +403,59 @@ class PeerConnection:
                 await live.send(msg)
                 return
             raise self._closed_error()
-        wait = self._seal_and_queue(msg.id, msg.to_json())
+        wait = self._queue_frame(self._seal_checked(msg.id, msg.to_json()))
         if wait is not None:
             await wait
+
+    def send_nowait(self, msg: Message) -> bool:
+        """Encrypt and queue one message without waiting, for handlers that
+        are plain functions and for senders that pace themselves.
+
+        The frame leaves in call order with this loop iteration's write, as
+        with :meth:`send`. Returns True, or False when the socket's buffer is
+        above its high-water mark: slow down, and ``await``
+        :meth:`drain` before queuing more (a plain-function message handler
+        can return ``conn.drain()``: the link's reader then waits for it).
+        What waits is still bounded: past ``max_send_queue_bytes`` this raises
+        :class:`~smsgnet.SendQueueFull` and nothing is queued. Raises like
+        :meth:`send` otherwise."""
+        if not msg.from_:
+            msg.from_ = self._owner.node_id
+        if self.state is not ConnectionState.OPEN:
+            live = self.superseded_by
+            if live is not None and live.is_open:
+                return live.send_nowait(msg)
+            raise self._closed_error()
+        frame = self._seal_checked(msg.id, msg.to_json())
+        try:
+            ready = self._ws.send_nowait(frame)
+        except ConnectionClosed as e:
+            self._connection_lost_on_send(e)
+        self.bytes_out += len(frame)
+        return ready
+
+    async def drain(self) -> None:
+        """Wait until the socket's buffer is below its low-water mark (at once
+        when it is), under the write timeout like :meth:`send`."""
+        if self.state is not ConnectionState.OPEN:
+            live = self.superseded_by
+            if live is not None and live.is_open:
+                await live.drain()
+                return
+            raise self._closed_error()
+        await self._drain(0)
 
     async def send_encoded(self, message_id: str, message_json: bytes) -> None:
         """Send a Message already encoded as JSON (``broadcast`` encodes once for every peer)."""
         if self.state is not ConnectionState.OPEN:
             raise self._closed_error()
-        wait = self._seal_and_queue(message_id, message_json)
+        wait = self._queue_frame(self._seal_checked(message_id, message_json))
         if wait is not None:
             await wait
 
-    def _seal_and_queue(self, message_id: str, message_json: bytes) -> Coroutine[Any, Any, None] | None:
-        """Seal an encoded Message and queue the frame (the link is open); what
-        :meth:`_queue_frame` returns. Raises like :meth:`send`."""
+    def _seal_checked(self, message_id: str, message_json: bytes) -> bytes:
+        """Seal an encoded Message for this open link, after the size and
+        send-queue checks. Raises like :meth:`send`."""
         session = self._session
         size = session.sealed_len(len(message_json))
         if size is not None:
@@ -430,7 +468,7 @@ class PeerConnection:
             raise NotConnectedError(f"{self.peer_id} has not proven its key yet") from None
         if size is None:
             self._check_sendable(len(frame))  # protocol 1.0: the size is known once sealed
-        return self._queue_frame(frame)
+        return frame
 
     async def send_sealed(self, frame: bytes, *, counted: bool = False) -> None:
         """Send a frame already sealed for this peer (``broadcast`` seals for
@@ -485,7 +523,7 @@ class PeerConnection:
         deadline = loop.time() + timeout
         expiry = loop.call_at(deadline, _expire_request, fut, msg.type, self.peer_id, timeout)
         try:
-            wait = self._seal_and_queue(msg.id, msg.to_json())
+            wait = self._queue_frame(self._seal_checked(msg.id, msg.to_json()))
             if wait is not None:  # the send buffer is full: the wait for it counts against the timeout too
                 try:
                     async with asyncio.timeout_at(deadline):

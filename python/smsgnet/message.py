@@ -107,7 +107,8 @@ def format_timestamp(ns: int | None = None, *, utc_offset_minutes: int = 0) -> s
         ns = time.time_ns()
     offset_s = utc_offset_minutes * 60
     secs, frac = divmod(ns + offset_s * 1_000_000_000, 1_000_000_000)
-    out = _second_prefix(secs)
+    cache = _prefix_cache
+    out = cache[1] if cache[0] == secs else _second_prefix(secs)
     if frac:
         out += "." + ("%09d" % frac).rstrip("0")
     if utc_offset_minutes == 0:
@@ -193,9 +194,9 @@ _uuids = _UuidPool()
 os.register_at_fork(after_in_child=_uuids.reset)
 
 
-def new_message_id() -> str:
-    """A fresh message ID: a random UUID v4 in its canonical text form."""
-    return _uuids.next()
+#: A fresh message ID: a random UUID v4 in its canonical text form (the pool's
+#: bound method itself: one call per ID).
+new_message_id = _uuids.next
 
 
 _FIELDS = ("id", "type", "from", "to", "ts")

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from netkit import Inbox, wait_for
 
-from smsgnet import ConnectionState, Message, NotConnectedError, Transport
+from smsgnet import ConnectionClosedError, ConnectionState, Message, NotConnectedError, SendQueueFull, Transport
 
 
 async def test_handshake_and_messages_both_ways(make_node):
@@ -138,3 +138,63 @@ async def test_stats_count_messages(make_node):
     assert b.stats().messages_in >= 5
     assert a.stats().messages_out >= 5
     assert conn.state is ConnectionState.OPEN
+
+
+# -- send_nowait: sending from plain functions, with backpressure ----------------------------
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+async def test_a_plain_function_handler_answers_with_send_nowait_in_order(make_node, protocol):
+    def echo(conn, msg):
+        assert conn.send_nowait(msg.reply("echo", msg.payload)) is True  # a small buffer: no need to wait
+
+    b = await make_node("b", handler=echo, max_protocol=protocol, rate_limit_burst=None)
+    inbox = Inbox()
+    a = await make_node("a", handler=inbox, max_protocol=protocol, rate_limit_burst=None)
+    conn = await a.connect(b.address)
+    assert conn.protocol == protocol
+    for i in range(200):
+        assert conn.send_nowait(Message.new("n", "", conn.peer_id, i)) is True
+    assert [(await inbox.get()).payload for _ in range(200)] == list(range(200))
+    assert conn.stats.messages_out >= 200 and conn.stats.bytes_out > 200 * 100  # (and the first keepalive ping)
+
+
+async def test_send_nowait_says_slow_down_then_refuses_past_the_queue_limit_and_drain_waits(make_node):
+    b_inbox = Inbox()
+    b = await make_node("b", handler=b_inbox, rate_limit_burst=None)
+    a = await make_node("a", max_send_queue_bytes=4 * 1024 * 1024, write_timeout=30.0)
+    conn = await a.connect(b.address)
+    await wait_for(lambda: b.get_connection(a.node.node_id) is not None)
+    b.get_connection(a.node.node_id)._ws.transport.pause_reading()  # b reads nothing for now
+    big = {"data": "x" * 100_000}
+    sent = 0
+    while conn.send_nowait(Message.new("big", "", conn.peer_id, {**big, "n": sent})):
+        sent += 1
+    sent += 1  # queued too: False only says "slow down"
+    with pytest.raises(SendQueueFull):
+        for _ in range(100):  # 10 MB more than the 4 MiB the queue may hold
+            conn.send_nowait(Message.new("big", "", conn.peer_id, {**big, "n": sent}))
+            sent += 1
+    queued = conn._ws.write_buffer_size()
+    with pytest.raises(SendQueueFull):
+        conn.send_nowait(Message.new("big", "", conn.peer_id, big))
+    assert conn._ws.write_buffer_size() == queued  # refused: nothing was added
+    assert conn.is_open
+    drained = asyncio.ensure_future(conn.drain())
+    await asyncio.sleep(0.2)
+    assert not drained.done()  # b still reads nothing
+    b.get_connection(a.node.node_id)._ws.transport.resume_reading()
+    await asyncio.wait_for(drained, 10)
+    got = [(await b_inbox.get(timeout=10)).payload["n"] for _ in range(sent)]
+    assert got == list(range(sent))  # everything queued arrived, in order; the refused never did
+
+
+async def test_send_nowait_and_drain_on_a_closed_link_raise_connection_closed(make_node):
+    b = await make_node("b")
+    a = await make_node("a")
+    conn = await a.connect(b.address)
+    await conn.graceful_close("done")
+    with pytest.raises(ConnectionClosedError):
+        conn.send_nowait(Message.new("late", "", conn.peer_id))
+    with pytest.raises(ConnectionClosedError):
+        await conn.drain()

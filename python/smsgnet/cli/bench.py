@@ -153,12 +153,15 @@ async def _bench(args: argparse.Namespace, node: NodeManager, loop: str) -> dict
         clock = time.perf_counter_ns
         log.info("bench: %d x %d B to %s, window %d, loop %s", args.count, args.size, url, args.window, loop)
 
+        window = args.window
         start = clock()
         for _ in range(args.count):
-            await echoes.take_slot(args.timeout)
+            if window and len(in_flight) >= window:
+                await echoes.take_slot(args.timeout)
             msg = Message.new("bench", me, peer, payload)
             in_flight[msg.id] = clock()
-            await conn.send(msg)
+            if not conn.send_nowait(msg):  # the socket's buffer is full: wait for it, as send() would
+                await conn.drain()
         echoes.all_sent = True
         last_send = clock()
         if in_flight:

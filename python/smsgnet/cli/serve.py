@@ -9,6 +9,7 @@ import os
 import signal
 import ssl
 import sys
+from collections.abc import Awaitable
 
 from smsgnet import metrics
 from smsgnet.config import TransportConfig
@@ -128,6 +129,14 @@ def run(args: argparse.Namespace) -> int:
     return loops.run(_serve(node, registry, config, args, loop), loop)
 
 
+async def _drain(conn: PeerConnection) -> None:
+    """Wait for a link's send buffer to drain (backpressure on the echo)."""
+    try:
+        await conn.drain()
+    except SmsgnetError as e:
+        log.info("echo to %s failed: %s", conn.peer_id, e)
+
+
 async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportConfig,
                  args: argparse.Namespace, loop_name: str = "asyncio") -> int:
     transport = Transport(node, registry, config)
@@ -136,7 +145,9 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
 
     logging_messages = log.isEnabledFor(logging.INFO)  # -v: decided once, not per message
 
-    async def handle(conn: PeerConnection, msg: Message) -> None:
+    def handle(conn: PeerConnection, msg: Message) -> Awaitable[None] | None:
+        # a plain function: the echo is queued at once (send_nowait), and only a
+        # full send buffer makes this link's reader wait (the drain it returns)
         nonlocal failed
         if logging_messages:
             log.info("%s from %s (%s)", msg.type, conn.peer_id, conn.identity.name or "unnamed")
@@ -149,9 +160,11 @@ async def _serve(node: NodeManager, registry: PeerRegistry, config: TransportCon
                 stop.set()
         if args.echo and msg.type not in CONTROL_TYPES:
             try:
-                await conn.send(msg.reply("echo", msg.payload, from_=node.node_id))
+                if not conn.send_nowait(msg.reply("echo", msg.payload, from_=node.node_id)):
+                    return _drain(conn)
             except SmsgnetError as e:
                 log.info("echo to %s failed: %s", conn.peer_id, e)
+        return None
 
     transport.on_message(handle)
     loop = asyncio.get_running_loop()
