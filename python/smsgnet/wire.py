@@ -45,8 +45,10 @@ uses, with a cheaper data path:
   deque, handed out in order. ``recv()`` takes from the deque without a future
   when something is waiting; one future is made only when it has to wait.
 * **Sending.** ``send()`` appends the whole frame to the protocol's write list
-  (built here, byte for byte what ``Frame.serialize`` makes) and returns;
-  everything produced in one loop iteration leaves in one ``transport.write``
+  (built here, byte for byte what ``Frame.serialize`` makes) and returns. A
+  frame sent after a quiet spell (nothing written for ``LONE_FRAME_GAP``, a
+  request or an answer) is written at once; otherwise everything produced in
+  one loop iteration leaves in one ``transport.write``
   (a flush scheduled with ``call_soon``, or sooner: at the end of the
   ``data_received`` call whose frames produced it (a reply sent inline by the
   reader, a pong, a close), when ``recv()`` finds
@@ -84,6 +86,7 @@ import os
 import socket
 import ssl as ssl_module
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Union, cast
@@ -115,6 +118,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("smsgnet.wire")
+
+#: A frame queued when nothing was written for this long (seconds) is written at once
+#: instead of with the loop iteration's flush: a lone request or answer does not wait for
+#: the next iteration; frames that follow it within the iteration still leave together.
+LONE_FRAME_GAP = 200e-6
+_perf_counter = time.perf_counter
 
 #: Fragments one message may have (websockets' MAX_FRAGMENTS default); more closes with 1009.
 MAX_FRAGMENTS = 4096
@@ -154,7 +163,7 @@ class WireConnection(asyncio.Protocol):
     __slots__ = (
         "protocol", "close_timeout", "_queue_high", "_queue_low", "_write_high", "_write_low", "_loop",
         "transport", "request", "response", "_remote_address", "_local_address", "_messages", "_recv_waiter",
-        "_fragments", "_fragment_text", "_read_paused", "_fast_in", "_in_buf", "_flush_scheduled", "_unwritten",
+        "_fragments", "_fragment_text", "_read_paused", "_fast_in", "_in_buf", "_flush_scheduled", "_unwritten", "_written_at",
         "_write_paused", "_drain_waiters", "_eof_written", "_masking", "_mask_pool", "_mask_at",
         "_framing_by_protocol", "write_calls", "_handshake_waiter", "_upgraded", "_lost", "_gone",
         "_close_timer", "_connection_exc", "_server", "_on_ready", "_on_messages", "__weakref__",
@@ -202,6 +211,7 @@ class WireConnection(asyncio.Protocol):
         # sending
         self._flush_scheduled = False
         self._unwritten = 0
+        self._written_at = 0.0  # perf_counter() of the last write: a frame after a quiet spell leaves at once
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []  # rarely used: a list, not a 600-byte deque
         self._eof_written = False
@@ -608,6 +618,11 @@ class WireConnection(asyncio.Protocol):
         if self._unwritten > self._write_high:
             self._flush()  # pause_writing() runs now if the transport is full
         elif not self._flush_scheduled:
+            if _perf_counter() - self._written_at > LONE_FRAME_GAP:
+                # a lone frame (a request, an answer): nothing was written for a
+                # while, so nothing is likely to follow it in this iteration
+                self._flush()
+                return
             self._flush_scheduled = True
             self._loop.call_soon(self._scheduled_flush)
 
@@ -625,6 +640,7 @@ class WireConnection(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
+        self._written_at = _perf_counter()
         try:
             if writes[-1]:  # the usual case: no end of stream
                 self.write_calls += 1

@@ -653,7 +653,7 @@ async def test_pings_are_answered_while_nobody_reads(net: Net) -> None:
 # -- coalescing ------------------------------------------------------------------------------
 
 
-async def test_frames_queued_in_one_iteration_leave_in_one_write(net: Net) -> None:
+async def test_a_lone_frame_leaves_at_once_and_those_behind_it_in_one_write(net: Net) -> None:
     server_conn: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     async def handler(ws: Any) -> None:
@@ -665,17 +665,22 @@ async def test_frames_queued_in_one_iteration_leave_in_one_write(net: Net) -> No
     await c.send("warm-up")
     assert await c.recv() == "warm-up"
     s = await server_conn
+    assert wire.LONE_FRAME_GAP < 0.01
+    await asyncio.sleep(0.01)  # a quiet spell: longer than wire.LONE_FRAME_GAP
     client_before, server_before = c.write_calls, s.write_calls
 
+    assert c.send_nowait("lone") is True
+    assert c.write_calls == client_before + 1  # after a quiet spell a frame leaves at once, alone
     for i in range(100):
         assert c.send_nowait(f"n{i}") is True
     await c.send_many([b"a", b"b"])
     for i in range(50):
         await c.send(f"s{i}")
+    assert c.write_calls == client_before + 1  # the ones right behind it wait for the iteration's end
     await asyncio.sleep(0)  # the iteration ends: one flush
-    assert c.write_calls == client_before + 1
+    assert c.write_calls == client_before + 2
 
-    expected = [f"n{i}" for i in range(100)] + [b"a", b"b"] + [f"s{i}" for i in range(50)]
+    expected = ["lone"] + [f"n{i}" for i in range(100)] + [b"a", b"b"] + [f"s{i}" for i in range(50)]
     assert [await asyncio.wait_for(c.recv(), 5) for _ in expected] == expected
     # the server echoed 152 messages that came in a few reads: a few writes, not 152
     assert s.write_calls - server_before <= 10, s.write_calls - server_before
