@@ -398,11 +398,8 @@ class PeerConnection:
         if not msg.from_:
             msg.from_ = self._owner.node_id
         if self.state is not ConnectionState.OPEN:
-            live = self.superseded_by
-            if live is not None and live.is_open:
-                await live.send(msg)
-                return
-            raise self._closed_error()
+            await self._successor().send(msg)
+            return
         wait = self._queue_frame(self._seal_checked(msg.id, msg.to_json()))
         if wait is not None:
             await wait
@@ -422,10 +419,7 @@ class PeerConnection:
         if not msg.from_:
             msg.from_ = self._owner.node_id
         if self.state is not ConnectionState.OPEN:
-            live = self.superseded_by
-            if live is not None and live.is_open:
-                return live.send_nowait(msg)
-            raise self._closed_error()
+            return self._successor().send_nowait(msg)
         frame = self._seal_checked(msg.id, msg.to_json())
         try:
             ready = self._ws.send_nowait(frame)
@@ -438,11 +432,8 @@ class PeerConnection:
         """Wait until the socket's buffer is below its low-water mark (at once
         when it is), under the write timeout like :meth:`send`."""
         if self.state is not ConnectionState.OPEN:
-            live = self.superseded_by
-            if live is not None and live.is_open:
-                await live.drain()
-                return
-            raise self._closed_error()
+            await self._successor().drain()
+            return
         await self._drain(0)
 
     async def send_encoded(self, message_id: str, message_json: bytes) -> None:
@@ -507,10 +498,7 @@ class PeerConnection:
         :class:`~smsgnet.RequestTimeout`; the link closing first raises
         :class:`ConnectionClosedError` with its code and reason."""
         if self.state is not ConnectionState.OPEN:
-            live = self.superseded_by
-            if live is not None and live.is_open:
-                return await live.request(msg, timeout=timeout)
-            raise self._closed_error()
+            return await self._successor().request(msg, timeout=timeout)
         if not msg.from_:
             msg.from_ = self._owner.node_id
         loop = asyncio.get_running_loop()
@@ -551,6 +539,15 @@ class PeerConnection:
         if not fut.done():
             fut.set_result(msg)
         return True
+
+    def _successor(self) -> PeerConnection:
+        """For a link that is no longer open: the live link that took its place
+        (a dial race, a duplicate), where its sends go. Raises
+        ConnectionClosedError when there is none."""
+        live = self.superseded_by
+        if live is not None and live.is_open:
+            return live
+        raise self._closed_error()
 
     def _closed_error(self) -> ConnectionClosedError:
         why = f" ({self.close_code} {self.close_reason})" if self.close_code is not None else ""
