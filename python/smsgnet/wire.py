@@ -40,7 +40,9 @@ that matter to connection.py:
 Design. The same calls as the part of ``websockets.asyncio`` that smsgnet
 uses, with a cheaper data path:
 
-* **Receiving.** Each ``data_received`` chunk is fed to the protocol once; the
+* **Receiving.** Reads land in one buffer per thread (``asyncio.BufferedProtocol``:
+  no allocation per read; asyncio's own reads allocate 256 KiB each, which costs
+  page faults on every read); each chunk is fed to the protocol once; the
   frames it yields become messages (fragments joined, text decoded) in one
   deque, handed out in order. ``recv()`` takes from the deque without a future
   when something is waiting; one future is made only when it has to wait.
@@ -86,6 +88,7 @@ import os
 import socket
 import ssl as ssl_module
 import struct
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
@@ -119,6 +122,11 @@ __all__ = [
 
 log = logging.getLogger("smsgnet.wire")
 
+#: Bytes read at most per read: the size of each thread's shared read buffer
+#: (:meth:`WireConnection.get_buffer`), as asyncio's own reads.
+READ_BUFFER_SIZE = 256 * 1024
+_read_buffers = threading.local()
+
 #: A frame queued when nothing was written for this long (seconds) is written at once
 #: instead of with the loop iteration's flush: a lone request or answer does not wait for
 #: the next iteration; frames that follow it within the iteration still leave together.
@@ -142,7 +150,7 @@ _pack10 = struct.Struct("!BBQ").pack
 _AT_EOF_CODE = StreamReader.at_eof.__code__
 
 
-class WireConnection(asyncio.Protocol):
+class WireConnection(asyncio.BufferedProtocol):
     """One WebSocket connection (client or server side).
 
     Attributes the node reads: :attr:`protocol` (the websockets sans-I/O
@@ -772,7 +780,22 @@ class WireConnection(asyncio.Protocol):
             server.handler_tasks.add(task)
             task.add_done_callback(server.handler_tasks.discard)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """(transport callback) Where the next read goes: the thread's shared
+        read buffer. Every byte of it is used up or copied by
+        :meth:`buffer_updated`, so an idle link holds no read buffer, and no
+        read allocates one (asyncio's own reads allocate 256 KiB each)."""
+        view: memoryview | None = getattr(_read_buffers, "view", None)
+        if view is None:
+            view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_SIZE))
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """(transport callback) ``nbytes`` were read into :meth:`get_buffer`'s buffer."""
+        with _read_buffers.view[:nbytes] as data:
+            self.data_received(data)
+
+    def data_received(self, data: bytes | memoryview) -> None:
         # What the frames of this chunk make us send (answers handled inline:
         # pongs, closes, replies) leaves in one write when the chunk is done,
         # not one loop iteration later: no flush is scheduled while reading.
@@ -785,14 +808,14 @@ class WireConnection(asyncio.Protocol):
             if self.protocol.writes:
                 self._flush()
 
-    def _receive_chunk(self, data: bytes) -> None:
+    def _receive_chunk(self, data: bytes | memoryview) -> None:
         if self._fast_in:
             rest = self._read_fast(data)
             if rest is None:
                 return
             data = rest  # a frame the fast path does not take: the protocol parses from here on
         protocol = self.protocol
-        protocol.receive_data(data)
+        protocol.receive_data(data if type(data) is bytes else bytes(data))  # never a view of the shared buffer
         events = protocol.events_received()
         if events:
             if self._upgraded:
@@ -826,7 +849,7 @@ class WireConnection(asyncio.Protocol):
         self._fast_in = (protocol.state is OPEN and not protocol.reader.buffer and not self._framing_by_protocol
                          and not protocol.extensions and isinstance(protocol.max_message_size, int))
 
-    def _read_fast(self, data: bytes) -> bytes | None:
+    def _read_fast(self, data: bytes | memoryview) -> bytes | None:
         """The receive fast path: whole, final, unfragmented BINARY frames
         (every frame smsgnet exchanges after the handshake) are cut out of the
         stream here, unmasked with websockets' C ``apply_mask``, and queued
@@ -839,7 +862,7 @@ class WireConnection(asyncio.Protocol):
         buf = self._in_buf
         if buf:  # the end of an earlier chunk waits: parse on from there
             buf += data
-            src: bytes | bytearray = buf
+            src: bytes | bytearray | memoryview = buf
         else:  # the usual case: the chunk starts with a frame, parse it where it lies
             src = data
         n = len(src)
@@ -876,10 +899,10 @@ class WireConnection(asyncio.Protocol):
                     break
                 if masked:
                     with view[body:end] as payload:  # no intermediate copy of the payload
-                        taken.append(apply_mask(payload, src[head:body]))
-                elif src is data:
-                    taken.append(data[body:end])
-                else:
+                        taken.append(apply_mask(payload, bytes(src[head:body])))
+                elif type(src) is bytes:
+                    taken.append(src[body:end])
+                else:  # copied out: the shared read buffer is reused by the next read
                     with view[body:end] as payload:
                         taken.append(bytes(payload))
                 pos = end

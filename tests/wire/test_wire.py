@@ -976,6 +976,31 @@ async def test_fast_path_frames_split_at_every_byte_arrive_whole_and_in_order(ne
     assert [e[1:] for e in await _read_frames(reader, len(slow))] == slow
 
 
+@pytest.mark.parametrize("reader_side", ["client", "server"])
+async def test_messages_read_into_the_shared_read_buffer_stay_intact_after_later_reads(net: Net, reader_side: str) -> None:
+    """Every read lands in one buffer shared by all connections of a thread
+    (get_buffer / buffer_updated): what a read leaves queued must be a copy,
+    not a view that the next read overwrites."""
+    messages = [bytes([i % 251]) * (1 + i * 37 % 3000) for i in range(300)]
+    ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    done = asyncio.Event()
+
+    async def handler(ws: Any) -> None:
+        ready.set_result(ws)
+        await done.wait()
+
+    url = await net.start("wire", handler, max_queue=None)
+    c = await net.dial("wire", url, max_queue=None)
+    s = await ready
+    sender, reader = (s, c) if reader_side == "client" else (c, s)
+    for m in messages:
+        await sender.send(m)
+        await asyncio.sleep(0)  # one frame per write: many reads on the other side
+    await wait_until(lambda: reader.queued_messages == len(messages))
+    assert [await reader.recv() for _ in messages] == messages
+    done.set()
+
+
 async def test_a_control_frame_hands_the_stream_back_to_the_protocol(net: Net) -> None:
     url = await net.start("wire", echo)
     reader, writer, _ = await net.raw_upgrade(url)
