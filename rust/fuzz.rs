@@ -563,3 +563,41 @@ fn fuzz_noise_open() {
         }
     });
 }
+
+/// The WebSocket receive fast path: any bytes give a walk that never panics;
+/// the frames taken lie in order inside what it consumed, each ending where
+/// the next begins to be read; a walk that stopped at another kind of frame
+/// stopped on a byte that is there; and the consumed prefix alone gives the
+/// same frames.
+#[test]
+fn fuzz_binary_frames() {
+    use crate::wsframe::{take_binary_frames, test_frame, Stop, FINAL_BINARY};
+    let key = Some([0x37, 0xFA, 0x21, 0x3D]);
+    let mut corpus = Vec::new();
+    for masked in [true, false] {
+        let k = if masked { key } else { None };
+        corpus.push([test_frame(FINAL_BINARY, b"hello", k), test_frame(FINAL_BINARY, &[7u8; 200], k)].concat());
+        corpus.push([test_frame(FINAL_BINARY, &[1u8; 70_000], k), test_frame(0x89, b"ping", k)].concat());
+        corpus.push([test_frame(FINAL_BINARY, b"", k), test_frame(0x81, b"text", k), test_frame(FINAL_BINARY, b"x", k)].concat());
+    }
+    run("binary_frames", 20_000, |rng, input| {
+        *input = mutate_from(rng, &corpus);
+        let masked = rng.chance(2);
+        let max_size = *rng.pick(&[0u64, 125, 126, 65_535, 65_536, 1 << 20, u64::MAX]);
+        let (taken, consumed, stop) = take_binary_frames(input, masked, max_size);
+        assert!(consumed <= input.len());
+        let mut at = 0;
+        for p in &taken {
+            assert!(at < p.start && p.start <= p.end && p.end <= consumed, "span {p:?} after {at}");
+            assert_eq!(p.key.is_some(), masked);
+            assert!((p.end - p.start) as u64 <= max_size);
+            at = p.end;
+        }
+        assert_eq!(at, consumed, "the walk consumed exactly its frames");
+        if stop == Stop::Other {
+            assert!(consumed < input.len());
+        }
+        let again = take_binary_frames(&input[..consumed], masked, max_size);
+        assert_eq!((again.0, again.1), (taken, consumed));
+    });
+}

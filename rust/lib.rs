@@ -16,6 +16,7 @@ pub mod receive;
 pub mod rfc3339;
 pub mod sizes;
 pub mod smsg;
+pub mod wsframe;
 
 #[cfg(test)]
 mod bench_dedup;

@@ -48,6 +48,7 @@ __all__ = [
     "parse_timestamp_fields",
     "drop_reasons",
     "seal_for_all",
+    "take_binary_frames",
     "SmsgCipher",
     "TokenBucket",
     "Deduplicator",
@@ -187,6 +188,20 @@ class SmsgCipher:
         Raises a subclass of :class:`SmsgError` for anything a peer could send
         wrong; :class:`AuthenticationFailedError` says nothing more than that.
         """
+
+def take_binary_frames(data: bytes | bytearray | memoryview, masked: bool, max_size: int) -> tuple[list[bytes], int, bool]:
+    """The receive fast path of ``smsgnet.wire`` (RFC 6455 §5.2): the whole,
+    final, unfragmented BINARY frames at the start of ``data``, unmasked into
+    new bytes objects, in one call for every frame of a read.
+
+    ``masked``: the mask bit every frame must have (a server reads masked
+    frames, a client unmasked ones); a frame longer than ``max_size`` is not
+    taken. Returns ``(payloads, consumed, other)``: the first ``consumed`` bytes
+    were taken; ``other`` is True when a frame the fast path does not take
+    (control, text, fragment, reserved bits, the wrong mask bit, too long)
+    starts there, False when the data ends there or inside a frame. Nothing
+    is kept: the payloads are copies, ``data`` may be reused at once.
+    """
 
 def seal_for_all(ciphers: list[SmsgCipher], message_json: bytes | bytearray | str) -> list[bytes]:
     """Seal one message for several peers in one call: frame ``i`` is what

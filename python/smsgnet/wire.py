@@ -110,6 +110,8 @@ from websockets.streams import StreamReader
 from websockets.typing import Origin
 from websockets.uri import parse_uri
 
+from smsgnet._core import take_binary_frames
+
 __all__ = [
     "WireConnection",
     "WireServer",
@@ -852,8 +854,9 @@ class WireConnection(asyncio.BufferedProtocol):
     def _read_fast(self, data: bytes | memoryview) -> bytes | None:
         """The receive fast path: whole, final, unfragmented BINARY frames
         (every frame smsgnet exchanges after the handshake) are cut out of the
-        stream here, unmasked with websockets' C ``apply_mask``, and queued
-        without going through the protocol's generator parser. The first frame
+        stream and unmasked in one native call per read
+        (``_core.take_binary_frames``), and queued without going through the
+        protocol's generator parser. The first frame
         of any other kind (control, text, fragment, reserved bits, a wrong mask
         bit, over ``max_size``) ends the fast path for good: the bytes from
         that frame on are returned for the protocol to parse, which then
@@ -865,56 +868,21 @@ class WireConnection(asyncio.BufferedProtocol):
             src: bytes | bytearray | memoryview = buf
         else:  # the usual case: the chunk starts with a frame, parse it where it lies
             src = data
-        n = len(src)
-        pos = 0
-        masked = not self._masking  # a server reads masked frames, a client unmasked ones
-        limit: int = self.protocol.max_message_size  # type: ignore[assignment]  # an int: checked when the fast path starts
-        taken: list[bytes] = []
+        # one native call for every frame of the read (rust/wsframe.rs): the
+        # payloads unmasked into new bytes, how far that got, and whether a
+        # frame of another kind starts there
+        taken, pos, other = take_binary_frames(
+            src, not self._masking,  # a server reads masked frames, a client unmasked ones
+            self.protocol.max_message_size)  # type: ignore[arg-type]  # an int: checked when the fast path starts
         rest: bytes | None = None
-        view = memoryview(src)  # released before the buffer is resized
-        try:
-            while n - pos >= 2:
-                b1 = src[pos + 1]
-                if src[pos] != 0x82 or bool(b1 & 0x80) is not masked:
-                    rest = bytes(src[pos:])
-                    break
-                length = b1 & 0x7F
-                head = pos + 2
-                if length == 126:
-                    if n - pos < 4:
-                        break
-                    length = int.from_bytes(src[head:head + 2], "big")
-                    head += 2
-                elif length == 127:
-                    if n - pos < 10:
-                        break
-                    length = int.from_bytes(src[head:head + 8], "big")
-                    head += 8
-                if length > limit:
-                    rest = bytes(src[pos:])
-                    break
-                body = head + 4 if masked else head
-                end = body + length
-                if end > n:
-                    break
-                if masked:
-                    with view[body:end] as payload:  # no intermediate copy of the payload
-                        taken.append(apply_mask(payload, bytes(src[head:body])))
-                elif type(src) is bytes:
-                    taken.append(src[body:end])
-                else:  # copied out: the shared read buffer is reused by the next read
-                    with view[body:end] as payload:
-                        taken.append(bytes(payload))
-                pos = end
-        finally:
-            view.release()
-        if rest is not None:
+        if other:
+            rest = bytes(src[pos:])
             self._fast_in = False
             buf.clear()
         elif src is buf:
             if pos:
                 del buf[:pos]
-        elif pos < n:
+        elif pos < len(src):
             buf += data[pos:]  # a partial frame: kept until the rest arrives
         if taken:
             queue = self._messages

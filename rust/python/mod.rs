@@ -6,6 +6,7 @@ mod noise;
 
 use std::sync::Arc;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyList, PyString};
 
@@ -16,7 +17,7 @@ use crate::ratelimit::TokenBucket as CoreBucket;
 use crate::receive::{self, Origin, ReplayWindow, Verdict};
 use crate::sizes::NONCE_LEN;
 use crate::smsg::{self, Cipher, LARGE_FRAME};
-use crate::{handshake_crypto, keys, rfc3339};
+use crate::{handshake_crypto, keys, rfc3339, wsframe};
 use errors::to_py_err;
 
 /// Borrow the bytes of a `bytes` or `str` (UTF-8) argument, or copy a `bytearray`.
@@ -234,6 +235,44 @@ fn seal_for_all<'py>(
     }
     .map_err(to_py_err)?;
     PyList::new(py, frames.iter().map(|f| PyBytes::new(py, f)))
+}
+
+/// The receive fast path of `smsgnet.wire` (`rust/wsframe.rs`): the whole,
+/// final, unfragmented BINARY frames at the start of `data` (bytes, bytearray
+/// or a memoryview of them), unmasked into new bytes objects, in one call for
+/// every frame of a read. Returns (payloads, consumed, other): `consumed`
+/// bytes were taken; `other` is True when a frame of another kind (or over
+/// `max_size`, or with the wrong mask bit) starts there, False when the data
+/// ends there or inside a frame.
+#[pyfunction]
+fn take_binary_frames<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    masked: bool,
+    max_size: u64,
+) -> PyResult<(Bound<'py, PyList>, usize, bool)> {
+    let buffer = PyBuffer::<u8>::get(data)?;
+    if !buffer.is_c_contiguous() {
+        return Err(pyo3::exceptions::PyTypeError::new_err("data must be a contiguous buffer"));
+    }
+    // SAFETY: the buffer is contiguous, `item_count` bytes long, and stays
+    // exported (so a bytearray cannot be resized) until `buffer` is dropped at
+    // the end of this function. No Python code runs while the slice is in use:
+    // the only calls into Python allocate bytes objects, which are not tracked
+    // by the cyclic GC, so no collection (and no finalizer) can run and write
+    // to the data; the list, a tracked object, is made after the last use.
+    let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.item_count()) };
+    let (taken, consumed, stop) = wsframe::take_binary_frames(bytes, masked, max_size);
+    let mut payloads = Vec::with_capacity(taken.len());
+    for p in &taken {
+        let payload = &bytes[p.start..p.end];
+        payloads.push(PyBytes::new_with(py, payload.len(), |out| {
+            wsframe::unmask_into(payload, p.key, out);
+            Ok(())
+        })?);
+    }
+    drop(buffer);
+    Ok((PyList::new(py, payloads)?, consumed, stop == wsframe::Stop::Other))
 }
 
 /// Token bucket: `burst` tokens, refilled continuously at `rate` per second.
@@ -560,6 +599,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_timestamp_fields, m)?)?;
     m.add_function(wrap_pyfunction!(drop_reasons, m)?)?;
     m.add_function(wrap_pyfunction!(seal_for_all, m)?)?;
+    m.add_function(wrap_pyfunction!(take_binary_frames, m)?)?;
     m.add_class::<SmsgCipher>()?;
     m.add_class::<TokenBucket>()?;
     m.add_class::<Deduplicator>()?;
