@@ -266,7 +266,7 @@ class PeerConnection:
     __slots__ = (
         "_owner", "_ws", "_session", "identity", "peer", "shared_secret", "outbound", "address", "remote_host",
         "established_at", "dial_started", "state", "ping_ms", "close_code", "close_reason", "closed_by_peer",
-        "closed_locally", "superseded_by", "_closed", "_close_task", "_timer", "_clock", "_requests",
+        "closed_locally", "superseded_by", "_closed", "_close_task", "_timer", "_clock", "_requests", "_request_timer",
         "_pump_task", "bytes_in", "bytes_out", "frames_in", "__weakref__",
     )
 
@@ -318,7 +318,10 @@ class PeerConnection:
         #: this link's entry in the loop's shared timer heap (see _Clock), or None
         self._timer: tuple[float, int, PeerConnection] | None = None
         self._clock: _Clock | None = None
-        self._requests: dict[str, asyncio.Future[Message]] | None = None  # made by the first request()
+        #: requests waiting for their reply: message id -> (future, deadline in loop time, type, timeout)
+        self._requests: dict[str, tuple[asyncio.Future[Message], float, str, float]] | None = None
+        #: one timer for all of them, armed for the earliest deadline (see _expire_requests)
+        self._request_timer: asyncio.TimerHandle | None = None
         #: the task reading this link while it has to wait (None when idle; _STOPPED after a failure)
         self._pump_task: asyncio.Task[None] | None = None
         self.bytes_in = 0
@@ -506,10 +509,14 @@ class PeerConnection:
         requests = self._requests
         if requests is None:
             requests = self._requests = {}
-        requests[msg.id] = fut
-        # one timer handle, not a timeout context: it fails the future when no reply came in time
         deadline = loop.time() + timeout
-        expiry = loop.call_at(deadline, _expire_request, fut, msg.type, self.peer_id, timeout)
+        requests[msg.id] = (fut, deadline, msg.type, timeout)
+        # no timer per request: one per link, armed for the earliest deadline
+        timer = self._request_timer
+        if timer is None or deadline < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._request_timer = loop.call_at(deadline, self._expire_requests)
         try:
             wait = self._queue_frame(self._seal_checked(msg.id, msg.to_json()))
             if wait is not None:  # the send buffer is full: the wait for it counts against the timeout too
@@ -520,7 +527,6 @@ class PeerConnection:
                     raise _request_timeout(msg.type, self.peer_id, timeout) from None
             reply = await fut
         finally:
-            expiry.cancel()
             requests.pop(msg.id, None)
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved: a send that failed leaves no "never retrieved" noise
@@ -533,12 +539,37 @@ class PeerConnection:
 
     def _take_reply(self, msg: Message) -> bool:
         """Hand ``msg`` to a waiting :meth:`request`; True when one was waiting."""
-        fut = self._requests.pop(msg.reply_to, None) if self._requests else None
-        if fut is None:
+        pending = self._requests.pop(msg.reply_to, None) if self._requests else None
+        if pending is None:
             return False
+        fut = pending[0]
         if not fut.done():
             fut.set_result(msg)
         return True
+
+    #: Expiries closer together than this share one firing of the request timer,
+    #: so that many waiting requests are scanned at most 100 times a second.
+    REQUEST_TIMER_SLACK = 0.01
+
+    def _expire_requests(self) -> None:
+        """(the request timer) Fail every request past its deadline with
+        RequestTimeout; arm the timer again for the earliest one left."""
+        self._request_timer = None
+        requests = self._requests
+        if not requests:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest: float | None = None
+        for fut, deadline, type, timeout in requests.values():
+            if deadline <= now:
+                if not fut.done():
+                    fut.set_exception(_request_timeout(type, self.peer_id, timeout))
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._request_timer = loop.call_at(max(earliest, now + self.REQUEST_TIMER_SLACK),
+                                               self._expire_requests)
 
     def _successor(self) -> PeerConnection:
         """For a link that is no longer open: the live link that took its place
@@ -694,9 +725,12 @@ class PeerConnection:
             return
         self._set_state(ConnectionState.CLOSED)
         self._cancel_timer()
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
         if self._requests:
             error = self._closed_error()
-            for fut in self._requests.values():
+            for fut, *_ in self._requests.values():
                 if not fut.done():
                     fut.set_exception(error)
                     fut.exception()  # the request() awaiting it re-raises; no "never retrieved" noise
@@ -952,11 +986,6 @@ class PeerConnection:
 
 def _request_timeout(type: str, peer_id: str, timeout: float) -> RequestTimeout:
     return RequestTimeout(f"no reply to {type[:64]!r} from {peer_id} within {timeout:g}s")
-
-
-def _expire_request(fut: asyncio.Future[Message], type: str, peer_id: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(_request_timeout(type, peer_id, timeout))
 
 
 async def _quietly(wait: Coroutine[Any, Any, None]) -> None:

@@ -96,6 +96,32 @@ async def test_no_reply_in_time_raises_request_timeout(make_node):
         await b.stop()
 
 
+async def test_waiting_requests_expire_each_at_its_own_timeout_in_order(make_node):
+    """One timer per link serves every waiting request: each still fails at
+    its own timeout, the later ones are not held up by the earlier, and an
+    answered request among them is not disturbed."""
+    b = await server_with_handlers(make_node)
+    a = await make_node("a")
+    conn = await a.connect(b.address)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def unanswered(timeout):
+        with pytest.raises(RequestTimeout, match=f"within {timeout:g}s"):
+            await conn.request(Message.new("nobody_answers", "", conn.peer_id), timeout=timeout)
+        return loop.time() - start
+
+    timeouts = [0.6, 0.2, 0.4]
+    *waited, answer = await asyncio.wait_for(asyncio.gather(
+        *(unanswered(t) for t in timeouts),
+        conn.request(Message.new("add", "", conn.peer_id, {"terms": [2, 3]}), timeout=5)), 10)
+    assert answer.payload == {"sum": 5}
+    for timeout, took in zip(timeouts, waited):
+        assert timeout - 0.01 <= took < timeout + 1.0, (timeout, took)  # its own deadline, not another's
+    assert waited[1] < waited[2] < waited[0]
+    assert conn.is_open and not conn._requests
+
+
 async def test_a_request_stuck_behind_a_full_send_buffer_times_out_at_its_own_timeout(make_node):
     """request() waits with one timer handle; when its frame cannot even be
     handed to the socket (the peer stopped reading), that wait counts against
