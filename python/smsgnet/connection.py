@@ -498,7 +498,8 @@ class PeerConnection:
         The reply is returned, not handed to the message handler. An ``error``
         reply raises :class:`~smsgnet.RemoteError` (``code``, ``message``,
         ``details``); no reply within ``timeout`` seconds raises
-        :class:`~smsgnet.RequestTimeout`; the link closing first raises
+        :class:`~smsgnet.RequestTimeout` (at most 10 ms late: requests of a
+        link share one timer); the link closing first raises
         :class:`ConnectionClosedError` with its code and reason."""
         if self.state is not ConnectionState.OPEN:
             return await self._successor().request(msg, timeout=timeout)
