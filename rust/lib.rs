@@ -11,6 +11,7 @@ pub mod handshake_crypto;
 pub mod keys;
 pub mod noise;
 pub mod nonce;
+pub mod random;
 pub mod ratelimit;
 pub mod receive;
 pub mod rfc3339;

@@ -1,6 +1,8 @@
-//! The one RFC 3339 parser of smsgnet: the `ts` of a transport Message.
-//! Python's `smsgnet.message.parse_timestamp` calls it too (through
-//! `_core.parse_timestamp_fields`), so both sides accept exactly the same texts.
+//! The one RFC 3339 parser and formatter of smsgnet: the `ts` of a transport
+//! Message. Python's `smsgnet.message.parse_timestamp` and `format_timestamp`
+//! call them (through `_core.parse_timestamp_fields` and
+//! `_core.format_timestamp`), so both sides accept exactly the same texts, and
+//! every `ts` smsgnet writes is what Go's `time.RFC3339Nano` prints.
 //!
 //! Accepted: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±hh:mm)`, which is every form
 //! Go's `time.RFC3339Nano` prints and what Go's parser accepts, with these
@@ -113,6 +115,75 @@ pub fn parse_unix_seconds(s: &str) -> Option<f64> {
     Some(t.unix_seconds() as f64 + t.nanosecond as f64 / 1e9)
 }
 
+/// Go's `time.RFC3339Nano` text of an instant: `unix_ns` nanoseconds since
+/// the epoch, written in the zone `offset_minutes` east of UTC (`Z` when 0,
+/// else `±hh:mm`). The fraction loses its trailing zeros and is left out when
+/// zero. Years before 1 are written with a sign and those past 9999 with
+/// every digit, as Go does.
+pub fn format_nano(unix_ns: i128, offset_minutes: i32) -> String {
+    let local = unix_ns + i128::from(offset_minutes) * 60_000_000_000;
+    let (secs, nanos) = (local.div_euclid(1_000_000_000), local.rem_euclid(1_000_000_000) as u32);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+    let (year, month, day) = civil_from_days(days);
+    let mut out = String::with_capacity(36);
+    if year < 0 {
+        out.push('-');
+    }
+    push_padded(&mut out, year.unsigned_abs(), 4);
+    for (sep, v) in [('-', month), ('-', day), ('T', sod / 3600), (':', sod / 60 % 60), (':', sod % 60)] {
+        out.push(sep);
+        push_padded(&mut out, u128::from(v), 2);
+    }
+    if nanos != 0 {
+        let mut digits = *b"000000000";
+        let mut n = nanos;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let end = 9 - digits.iter().rev().take_while(|&&d| d == b'0').count();
+        out.push('.');
+        out.extend(digits[..end].iter().map(|&d| char::from(d)));
+    }
+    if offset_minutes == 0 {
+        out.push('Z');
+    } else {
+        out.push(if offset_minutes > 0 { '+' } else { '-' });
+        let m = offset_minutes.unsigned_abs();
+        push_padded(&mut out, u128::from(m / 60), 2);
+        out.push(':');
+        push_padded(&mut out, u128::from(m % 60), 2);
+    }
+    out
+}
+
+/// `v` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut String, mut v: u128, width: usize) {
+    let mut digits = [b'0'; 39]; // u128::MAX has 39 digits
+    let mut start = digits.len();
+    while v > 0 {
+        start -= 1;
+        digits[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    start = start.min(digits.len() - width.min(digits.len()));
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+}
+
+/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i128) -> (i128, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    (year, month, day)
+}
+
 fn is_leap(y: i64) -> bool {
     (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
 }
@@ -172,6 +243,34 @@ mod tests {
         assert_eq!(parse("2025-01-01T00:00:00.000000001Z").unwrap().nanosecond, 1);
         let long = format!("2025-01-01T00:00:00.{}Z", "7".repeat(100_000));
         assert_eq!(parse(&long).unwrap().nanosecond, 777_777_777);
+    }
+
+    #[test]
+    fn formats_as_go_rfc3339nano() {
+        assert_eq!(format_nano(1_735_689_600_123_456_789, 0), "2025-01-01T00:00:00.123456789Z");
+        assert_eq!(format_nano(1_735_689_600_500_000_000, 0), "2025-01-01T00:00:00.5Z");
+        assert_eq!(format_nano(1_735_689_600_000_000_000, 0), "2025-01-01T00:00:00Z");
+        assert_eq!(format_nano(1_751_320_799_500_000_000, 120), "2025-06-30T23:59:59.5+02:00");
+        assert_eq!(format_nano(1_735_689_600_123_456_789, -330), "2024-12-31T18:30:00.123456789-05:30");
+        assert_eq!(format_nano(-1, 0), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(format_nano(-62_135_596_800_000_000_000, 0), "0001-01-01T00:00:00Z");
+        assert_eq!(format_nano(253_402_300_799_999_999_999, 0), "9999-12-31T23:59:59.999999999Z");
+        assert_eq!(format_nano(253_402_300_800_000_000_000, 0), "10000-01-01T00:00:00Z");
+        assert_eq!(format_nano(-62_135_596_800_000_000_001, 0), "0000-12-31T23:59:59.999999999Z");
+        assert_eq!(format_nano(-62_167_219_200_000_000_001, 0), "-0001-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn every_formatted_text_parses_back_to_its_instant() {
+        let mut ns: i128 = -62_135_596_800_000_000_000 + 86_400_000_000_000;
+        while ns < 253_402_300_799_000_000_000 - 86_400_000_000_000 {
+            for offset in [0, 1, -1, 59, -90, 23 * 60 + 59, -(23 * 60 + 59)] {
+                let text = format_nano(ns, offset);
+                let t = parse(&text).unwrap_or_else(|| panic!("{text}"));
+                assert_eq!(i128::from(t.unix_seconds()) * 1_000_000_000 + i128::from(t.nanosecond), ns, "{text}");
+            }
+            ns += 7_919_000_000_123_457; // about 92 days and an odd fraction
+        }
     }
 
     #[test]

@@ -46,6 +46,8 @@ __all__ = [
     "envelope",
     "parse_timestamp",
     "parse_timestamp_fields",
+    "format_timestamp",
+    "new_message_id",
     "drop_reasons",
     "seal_for_all",
     "take_binary_frames",
@@ -416,6 +418,16 @@ def parse_timestamp_fields(ts: str) -> tuple[int, int, int, int, int, int, int, 
 
     :func:`smsgnet.parse_timestamp` builds its datetime from these.
     """
+
+def format_timestamp(ns: int | None = None, *, utc_offset_minutes: int = 0) -> str:
+    """Go's ``time.RFC3339Nano`` text of ``ns`` (UNIX nanoseconds; default:
+    now) in the zone ``utc_offset_minutes`` east of UTC: ``Z`` or ``±hh:mm``,
+    the fraction without trailing zeros (none when zero). Raises
+    :class:`~smsgnet.ConfigError` for an offset beyond ±23:59."""
+
+def new_message_id() -> str:
+    """A fresh random UUID v4 in canonical lower-case text, from a per-thread
+    pool of OS randomness that a forked child refills (``rust/random.rs``)."""
 
 # ---------------------------------------------------------------------------
 # Protocol 2.0 (rust/noise.rs; docs/protocol.md "Protocol 2.0")

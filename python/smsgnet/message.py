@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 import datetime as _dt
 import time
 import uuid
@@ -100,34 +99,11 @@ def format_timestamp(ns: int | None = None, *, utc_offset_minutes: int = 0) -> s
     """RFC 3339 as Go's ``time.RFC3339Nano`` prints it.
 
     Fractional seconds lose their trailing zeros (no fraction at all when zero);
-    the zone is ``Z`` or ``±hh:mm``. ``ns`` is UNIX time in nanoseconds
-    (default: now).
+    the zone is ``Z`` or ``±hh:mm`` (``utc_offset_minutes`` within ±23:59,
+    else :class:`~smsgnet.ConfigError`). ``ns`` is UNIX time in nanoseconds
+    (default: now). One native call (``rust/rfc3339.rs``, beside the parser).
     """
-    if ns is None:
-        ns = time.time_ns()
-    offset_s = utc_offset_minutes * 60
-    secs, frac = divmod(ns + offset_s * 1_000_000_000, 1_000_000_000)
-    cache = _prefix_cache
-    out = cache[1] if cache[0] == secs else _second_prefix(secs)
-    if frac:
-        out += "." + ("%09d" % frac).rstrip("0")
-    if utc_offset_minutes == 0:
-        return out + "Z"
-    sign = "+" if utc_offset_minutes > 0 else "-"
-    h, m = divmod(abs(utc_offset_minutes), 60)
-    return f"{out}{sign}{h:02d}:{m:02d}"
-
-
-_prefix_cache: list[Any] = [None, ""]
-
-
-def _second_prefix(secs: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS`` for a UNIX second (the last one is cached)."""
-    cache = _prefix_cache
-    if cache[0] != secs:
-        cache[1] = "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(secs)[:6]
-        cache[0] = secs
-    return cache[1]
+    return _core.format_timestamp(ns, utc_offset_minutes=utc_offset_minutes)
 
 
 def parse_timestamp(ts: str) -> _dt.datetime:
@@ -159,44 +135,10 @@ def b64decode(text: str) -> bytes:
         raise ValueError(f"invalid base64: {e}") from None
 
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
-class _UuidPool:
-    """UUID v4 strings from pooled OS randomness: one ``os.urandom`` call per
-    256 IDs instead of one per ID. Emptied in a forked child (``os.register_at_fork``)
-    so a child never repeats its parent's IDs."""
-
-    __slots__ = ("buf", "pos")
-
-    SIZE = 16 * 256
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.pos = 0
-
-    def reset(self) -> None:
-        self.buf = b""
-        self.pos = 0
-
-    def next(self) -> str:
-        pos = self.pos
-        if pos >= len(self.buf):
-            self.buf = os.urandom(self.SIZE)
-            pos = 0
-        self.pos = pos + 16
-        h = self.buf[pos:pos + 16].hex()
-        # version 4 in the 13th hex digit, variant 10xx in the 17th
-        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-_uuids = _UuidPool()
-os.register_at_fork(after_in_child=_uuids.reset)
-
-
-#: A fresh message ID: a random UUID v4 in its canonical text form (the pool's
-#: bound method itself: one call per ID).
-new_message_id = _uuids.next
+#: A fresh message ID: a random UUID v4 in its canonical text form, from a
+#: per-thread pool of OS randomness that a forked child refills
+#: (``rust/random.rs``): one native call per ID.
+new_message_id = _core.new_message_id
 
 
 _FIELDS = ("id", "type", "from", "to", "ts")
@@ -215,8 +157,8 @@ class Message:
     payload: Any = None
     from_: str = ""
     to: str = ""
-    id: str = field(default_factory=new_message_id)
-    ts: str = field(default_factory=format_timestamp)
+    id: str = field(default_factory=_core.new_message_id)
+    ts: str = field(default_factory=_core.format_timestamp)
     reply_to: str = ""
 
     @classmethod
@@ -230,13 +172,9 @@ class Message:
         ``from_`` defaults to the original's ``to`` (empty for a broadcast);
         sending a message with an empty ``from_`` fills in this node's ID.
         """
-        return Message(
-            type=str(type),
-            payload=payload,
-            from_=self.to if from_ is None else from_,
-            to=self.from_,
-            reply_to=self.id,
-        )
+        return Message(type if type.__class__ is str else str(type), payload,
+                       self.to if from_ is None else from_, self.from_,
+                       _core.new_message_id(), _core.format_timestamp(), self.id)
 
     # -- JSON ---------------------------------------------------------------
 

@@ -339,7 +339,7 @@ class Session:
             sent = p.get("sentAt", 0) if type(p) is dict else 0
             # the pong: Message.pong() from this node, stamped once with `now`
             reply = Message("pong", {"sentAt": sent, "receivedAt": int(now * 1000)}, self.local_id, msg.from_,
-                            new_message_id(), format_timestamp(int(now * 1_000_000_000)), msg.id)
+                            new_message_id(), _core.format_timestamp(int(now * 1_000_000_000)), msg.id)
             # 2.0: sealed by the sender, in the order frames leave
             events.append(PingReceived(msg, None if self.link is not None else self.seal(reply, now), reply))
         elif t == "pong":

@@ -133,6 +133,32 @@ fn parse_timestamp(ts: &str) -> Option<f64> {
     rfc3339::parse_unix_seconds(ts)
 }
 
+/// Go's `time.RFC3339Nano` text of `ns` (UNIX nanoseconds; default: now) in
+/// the zone `utc_offset_minutes` east of UTC.
+#[pyfunction]
+#[pyo3(signature = (ns=None, *, utc_offset_minutes=0))]
+fn format_timestamp(ns: Option<i128>, utc_offset_minutes: i32) -> PyResult<String> {
+    if utc_offset_minutes.unsigned_abs() >= 24 * 60 {
+        return Err(errors::invalid_argument(format!(
+            "utc_offset_minutes must be within ±23:59 (±1439), got {utc_offset_minutes}"
+        )));
+    }
+    let ns = match ns {
+        Some(ns) => ns,
+        None => match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => d.as_nanos() as i128,
+            Err(e) => -(e.duration().as_nanos() as i128),
+        },
+    };
+    Ok(rfc3339::format_nano(ns, utc_offset_minutes))
+}
+
+/// A fresh message ID: a random UUID v4, canonical lower-case text.
+#[pyfunction]
+fn new_message_id() -> PyResult<String> {
+    crate::random::message_id().map_err(to_py_err)
+}
+
 type TimestampFields = (i64, i64, i64, i64, i64, i64, i64, i64);
 
 /// The fields of an RFC 3339 `ts` as written, or None when it does not parse:
@@ -597,6 +623,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(envelope, m)?)?;
     m.add_function(wrap_pyfunction!(parse_timestamp, m)?)?;
     m.add_function(wrap_pyfunction!(parse_timestamp_fields, m)?)?;
+    m.add_function(wrap_pyfunction!(format_timestamp, m)?)?;
+    m.add_function(wrap_pyfunction!(new_message_id, m)?)?;
     m.add_function(wrap_pyfunction!(drop_reasons, m)?)?;
     m.add_function(wrap_pyfunction!(seal_for_all, m)?)?;
     m.add_function(wrap_pyfunction!(take_binary_frames, m)?)?;

@@ -149,3 +149,38 @@ def test_every_go_rfc3339nano_text_parses_to_its_instant(seconds, nanos, offset_
     rust = _core.parse_timestamp(ts)
     assert rust is not None and abs(rust - (seconds + nanos / 1e9)) < 1e-3
     assert python_seconds(ts) == pytest.approx(seconds + nanos // 1000 / 1e6, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# the formatter beside the parser (rfc3339::format_nano)
+
+
+def go_rfc3339nano(ns: int, offset_minutes: int) -> str:
+    """What Go's time.RFC3339Nano prints, built from datetime (years 1-9999)."""
+    secs, frac = divmod(ns + offset_minutes * 60 * 10**9, 10**9)
+    local = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=secs)
+    text = local.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0")
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
+    if offset_minutes == 0:
+        return text + "Z"
+    h, m = divmod(abs(offset_minutes), 60)
+    return f"{text}{'+' if offset_minutes > 0 else '-'}{h:02d}:{m:02d}"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.integers(-62135596800 + 86400, 253402300799 - 86400), st.integers(0, 999_999_999),
+       st.integers(-(23 * 60 + 59), 23 * 60 + 59))
+def test_the_native_formatter_writes_what_go_prints(seconds, nanos, offset_minutes):
+    ns = seconds * 1_000_000_000 + nanos
+    assert _core.format_timestamp(ns, utc_offset_minutes=offset_minutes) == go_rfc3339nano(ns, offset_minutes)
+
+
+def test_an_offset_beyond_23_59_is_refused():
+    from smsgnet import ConfigError
+    from smsgnet.message import format_timestamp
+
+    assert format_timestamp(0, utc_offset_minutes=1439) == "1970-01-01T23:59:00+23:59"
+    for bad in (1440, -1440, 10**6):
+        with pytest.raises(ConfigError, match="utc_offset_minutes"):
+            format_timestamp(0, utc_offset_minutes=bad)
