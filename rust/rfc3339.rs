@@ -119,10 +119,16 @@ pub fn parse_unix_seconds(s: &str) -> Option<f64> {
 /// the epoch, written in the zone `offset_minutes` east of UTC (`Z` when 0,
 /// else `±hh:mm`). The fraction loses its trailing zeros and is left out when
 /// zero. Years before 1 are written with a sign and those past 9999 with
-/// every digit, as Go does.
-pub fn format_nano(unix_ns: i128, offset_minutes: i32) -> String {
-    let local = unix_ns + i128::from(offset_minutes) * 60_000_000_000;
-    let (secs, nanos) = (local.div_euclid(1_000_000_000), local.rem_euclid(1_000_000_000) as u32);
+/// every digit, as Go does. None when the instant's seconds do not fit in
+/// an i64 (hundreds of billions of years away).
+pub fn format_nano(unix_ns: i128, offset_minutes: i32) -> Option<String> {
+    let local = unix_ns.checked_add(i128::from(offset_minutes) * 60_000_000_000)?;
+    // 64-bit division whenever the instant fits (years 1678-2261): a 128-bit
+    // one is a library call costing more than the rest of the formatting
+    let (secs, nanos) = match i64::try_from(local) {
+        Ok(v) => (v.div_euclid(1_000_000_000), v.rem_euclid(1_000_000_000) as u32),
+        Err(_) => (i64::try_from(local.div_euclid(1_000_000_000)).ok()?, local.rem_euclid(1_000_000_000) as u32),
+    };
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
     let (year, month, day) = civil_from_days(days);
     let mut out = String::with_capacity(36);
@@ -132,7 +138,7 @@ pub fn format_nano(unix_ns: i128, offset_minutes: i32) -> String {
     push_padded(&mut out, year.unsigned_abs(), 4);
     for (sep, v) in [('-', month), ('-', day), ('T', sod / 3600), (':', sod / 60 % 60), (':', sod % 60)] {
         out.push(sep);
-        push_padded(&mut out, u128::from(v), 2);
+        push_padded(&mut out, u64::from(v), 2);
     }
     if nanos != 0 {
         let mut digits = *b"000000000";
@@ -150,16 +156,16 @@ pub fn format_nano(unix_ns: i128, offset_minutes: i32) -> String {
     } else {
         out.push(if offset_minutes > 0 { '+' } else { '-' });
         let m = offset_minutes.unsigned_abs();
-        push_padded(&mut out, u128::from(m / 60), 2);
+        push_padded(&mut out, u64::from(m / 60), 2);
         out.push(':');
-        push_padded(&mut out, u128::from(m % 60), 2);
+        push_padded(&mut out, u64::from(m % 60), 2);
     }
-    out
+    Some(out)
 }
 
 /// `v` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, mut v: u128, width: usize) {
-    let mut digits = [b'0'; 39]; // u128::MAX has 39 digits
+fn push_padded(out: &mut String, mut v: u64, width: usize) {
+    let mut digits = [b'0'; 20]; // u64::MAX has 20 digits
     let mut start = digits.len();
     while v > 0 {
         start -= 1;
@@ -170,8 +176,9 @@ fn push_padded(out: &mut String, mut v: u128, width: usize) {
     out.extend(digits[start..].iter().map(|&d| char::from(d)));
 }
 
-/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i128) -> (i128, u32, u32) {
+/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
+/// algorithm; any day an i64 count of seconds reaches).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097;
@@ -180,8 +187,7 @@ fn civil_from_days(z: i128) -> (i128, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    (year, month, day)
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 fn is_leap(y: i64) -> bool {
@@ -247,17 +253,20 @@ mod tests {
 
     #[test]
     fn formats_as_go_rfc3339nano() {
-        assert_eq!(format_nano(1_735_689_600_123_456_789, 0), "2025-01-01T00:00:00.123456789Z");
-        assert_eq!(format_nano(1_735_689_600_500_000_000, 0), "2025-01-01T00:00:00.5Z");
-        assert_eq!(format_nano(1_735_689_600_000_000_000, 0), "2025-01-01T00:00:00Z");
-        assert_eq!(format_nano(1_751_320_799_500_000_000, 120), "2025-06-30T23:59:59.5+02:00");
-        assert_eq!(format_nano(1_735_689_600_123_456_789, -330), "2024-12-31T18:30:00.123456789-05:30");
-        assert_eq!(format_nano(-1, 0), "1969-12-31T23:59:59.999999999Z");
-        assert_eq!(format_nano(-62_135_596_800_000_000_000, 0), "0001-01-01T00:00:00Z");
-        assert_eq!(format_nano(253_402_300_799_999_999_999, 0), "9999-12-31T23:59:59.999999999Z");
-        assert_eq!(format_nano(253_402_300_800_000_000_000, 0), "10000-01-01T00:00:00Z");
-        assert_eq!(format_nano(-62_135_596_800_000_000_001, 0), "0000-12-31T23:59:59.999999999Z");
-        assert_eq!(format_nano(-62_167_219_200_000_000_001, 0), "-0001-12-31T23:59:59.999999999Z");
+        assert_eq!(format_nano(1_735_689_600_123_456_789, 0).as_deref(), Some("2025-01-01T00:00:00.123456789Z"));
+        assert_eq!(format_nano(1_735_689_600_500_000_000, 0).as_deref(), Some("2025-01-01T00:00:00.5Z"));
+        assert_eq!(format_nano(1_735_689_600_000_000_000, 0).as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(format_nano(1_751_320_799_500_000_000, 120).as_deref(), Some("2025-06-30T23:59:59.5+02:00"));
+        assert_eq!(format_nano(1_735_689_600_123_456_789, -330).as_deref(), Some("2024-12-31T18:30:00.123456789-05:30"));
+        assert_eq!(format_nano(-1, 0).as_deref(), Some("1969-12-31T23:59:59.999999999Z"));
+        assert_eq!(format_nano(-62_135_596_800_000_000_000, 0).as_deref(), Some("0001-01-01T00:00:00Z"));
+        assert_eq!(format_nano(253_402_300_799_999_999_999, 0).as_deref(), Some("9999-12-31T23:59:59.999999999Z"));
+        assert_eq!(format_nano(253_402_300_800_000_000_000, 0).as_deref(), Some("10000-01-01T00:00:00Z"));
+        assert_eq!(format_nano(-62_135_596_800_000_000_001, 0).as_deref(), Some("0000-12-31T23:59:59.999999999Z"));
+        assert_eq!(format_nano(-62_167_219_200_000_000_001, 0).as_deref(), Some("-0001-12-31T23:59:59.999999999Z"));
+        assert_eq!(format_nano(i128::MAX, 0), None);
+        assert_eq!(format_nano(i128::from(i64::MAX) * 1_000_000_000 + 1_000_000_000, 0), None);
+        assert!(format_nano(i128::from(i64::MAX) * 1_000_000_000, 0).is_some());
     }
 
     #[test]
@@ -265,7 +274,7 @@ mod tests {
         let mut ns: i128 = -62_135_596_800_000_000_000 + 86_400_000_000_000;
         while ns < 253_402_300_799_000_000_000 - 86_400_000_000_000 {
             for offset in [0, 1, -1, 59, -90, 23 * 60 + 59, -(23 * 60 + 59)] {
-                let text = format_nano(ns, offset);
+                let text = format_nano(ns, offset).unwrap();
                 let t = parse(&text).unwrap_or_else(|| panic!("{text}"));
                 assert_eq!(i128::from(t.unix_seconds()) * 1_000_000_000 + i128::from(t.nanosecond), ns, "{text}");
             }

@@ -150,7 +150,8 @@ fn format_timestamp(ns: Option<i128>, utc_offset_minutes: i32) -> PyResult<Strin
             Err(e) => -(e.duration().as_nanos() as i128),
         },
     };
-    Ok(rfc3339::format_nano(ns, utc_offset_minutes))
+    rfc3339::format_nano(ns, utc_offset_minutes)
+        .ok_or_else(|| errors::invalid_argument(format!("ns {ns} is too far from 1970 to format")))
 }
 
 /// A fresh message ID: a random UUID v4, canonical lower-case text.

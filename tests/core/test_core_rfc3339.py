@@ -176,7 +176,7 @@ def test_the_native_formatter_writes_what_go_prints(seconds, nanos, offset_minut
     assert _core.format_timestamp(ns, utc_offset_minutes=offset_minutes) == go_rfc3339nano(ns, offset_minutes)
 
 
-def test_an_offset_beyond_23_59_is_refused():
+def test_an_offset_beyond_23_59_or_an_instant_out_of_reach_is_refused():
     from smsgnet import ConfigError
     from smsgnet.message import format_timestamp
 
@@ -184,3 +184,8 @@ def test_an_offset_beyond_23_59_is_refused():
     for bad in (1440, -1440, 10**6):
         with pytest.raises(ConfigError, match="utc_offset_minutes"):
             format_timestamp(0, utc_offset_minutes=bad)
+    # seconds past an i64: a clear error, not a wrapped or garbled year
+    with pytest.raises(ConfigError, match="too far"):
+        format_timestamp(10**30)
+    with pytest.raises(OverflowError):
+        format_timestamp(10**40)
