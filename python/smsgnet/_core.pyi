@@ -510,6 +510,15 @@ class NoiseLink:
         check. ``("ok", message_json)`` or ``(reason, None)``; never raises for
         anything the peer sends."""
 
+    def receive_message(
+        self, frame: bytes | bytearray, now: float | None = None
+    ) -> tuple[str, tuple[str, str, str, str, str, str, bytes | None] | bytes | None]:
+        """:meth:`receive`, handing over the Message's fields where its head
+        was read without escapes: ``("ok", (type, from, to, id, ts, replyTo,
+        payload JSON or None))`` with ``""`` for a missing or null field (so
+        only the payload is left to parse, :meth:`smsgnet.Message.from_fields`);
+        otherwise ``("ok", message_json)``, or ``(reason, None)`` as :meth:`receive`."""
+
     @property
     def last_error(self) -> str:
         """Detail of the last frame that did not open."""

@@ -218,6 +218,20 @@ class Message:
         return cls.from_dict(obj)
 
     @classmethod
+    def from_fields(cls, fields: tuple[str, str, str, str, str, str, bytes | None]) -> Message:
+        """Build a Message from what the native receive step read of it
+        (``NoiseLink.receive_message``): ``(type, from, to, id, ts, replyTo,
+        payload JSON or None)``, only the payload left to parse. Raises
+        InvalidMessageError like :meth:`from_json`."""
+        type_, from_, to, id_, ts, reply_to, payload = fields
+        if payload is None:
+            return cls(type_, None, from_, to, id_, ts, reply_to)
+        try:
+            return cls(type_, orjson.loads(payload), from_, to, id_, ts, reply_to)
+        except orjson.JSONDecodeError as e:
+            raise InvalidMessageError(f"message is not JSON: {e}") from None
+
+    @classmethod
     def from_dict(cls, obj: Any) -> Message:
         """Build a Message from a parsed JSON object. Raises InvalidMessageError."""
         if type(obj) is not dict and not isinstance(obj, dict):

@@ -313,14 +313,18 @@ class Session:
         it opened and passed every check."""
         if isinstance(frame, str):
             return [self._drop("unexpected_text", "text frame after the handshake")]
-        receiver = self.receiver
-        reason, body = receiver.receive(frame, now)
-        if body is None:
-            if self.link is not None and self.link.broken:
-                return [self._drop(reason, receiver.last_error, fatal=True)]
-            return [self._drop(reason, receiver.last_error)]
+        link = self.link
+        if link is not None:
+            # 2.0: the fields come read, only the payload is left to parse
+            reason, body = link.receive_message(frame, now)
+            if body is None:
+                return [self._drop(reason, link.last_error, fatal=link.broken)]
+        else:
+            reason, body = self.receiver.receive(frame, now)
+            if body is None:
+                return [self._drop(reason, self.receiver.last_error)]
         try:
-            msg = Message.from_json(body)
+            msg = Message.from_fields(body) if isinstance(body, tuple) else Message.from_json(body)
         except InvalidMessageError as e:
             return [self._drop("invalid_message", str(e))]
         events: list[Event] = []

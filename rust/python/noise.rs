@@ -1,6 +1,7 @@
 //! Bindings of protocol 2.0 (`crate::noise`): `NoiseHandshake`, `NoiseLink`,
 //! `noise_prologue`, `noise_sealed_len`.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
@@ -11,7 +12,7 @@ use super::{now_or_clock, text_arg, Deduplicator, TokenBucket};
 use crate::error::CoreError;
 use crate::noise::{self, Handshake, Link};
 use crate::receive::DropReason;
-use crate::smsg::{parse_message_head, LARGE_FRAME};
+use crate::smsg::{parse_message_head, MessageHead, LARGE_FRAME};
 
 /// The prologue of a 2.0 handshake: the hello and the ack as sent.
 #[pyfunction]
@@ -159,33 +160,59 @@ impl NoiseLink {
     /// must be the peer's; with `dedup`, the same ID twice from this peer is
     /// delivered once (replays need no table here: the counters refuse them).
     fn check_head(&self, py: Python<'_>, body: &[u8], now: f64) -> Option<DropReason> {
+        self.checked_head(py, body, now).err()
+    }
+
+    /// `check_head`, giving the parsed head of a message that passed.
+    fn checked_head<'b>(&self, py: Python<'_>, body: &'b [u8], now: f64) -> Result<MessageHead<'b>, DropReason> {
         let head = match parse_message_head(body) {
             Ok(head) => head,
             Err(e) => {
                 self.set_error(e.to_string());
-                return Some(DropReason::InvalidMessage);
+                return Err(DropReason::InvalidMessage);
             }
         };
         let id = match head.id.as_deref() {
             Some(id) if !id.is_empty() => id,
             _ => {
                 self.set_error("message has no id".into());
-                return Some(DropReason::InvalidMessage);
+                return Err(DropReason::InvalidMessage);
             }
         };
         if let (Some(expected), Some(from)) = (self.peer_id.as_deref(), head.from.as_deref()) {
             if !from.is_empty() && from != expected {
                 let shown: String = from.chars().take(64).collect();
                 self.set_error(format!("from {shown:?}"));
-                return Some(DropReason::WrongSender);
+                return Err(DropReason::WrongSender);
             }
         }
         if let Some(dedup) = &self.dedup {
             if !dedup.borrow_mut(py).inner.check_and_mark(&self.sender, id, now) {
-                return Some(DropReason::Duplicate);
+                return Err(DropReason::Duplicate);
             }
         }
-        None
+        Ok(head)
+    }
+
+    /// Open, then the token bucket: the opened message, or why it was dropped.
+    fn open_counted<'py>(&self, py: Python<'py>, frame: &[u8], now: f64) -> Result<Bound<'py, PyBytes>, DropReason> {
+        match self.open_bytes(py, frame) {
+            Ok(bytes) => {
+                // Counted after opening: a frame the bucket refuses still moves
+                // the receiving counter, so the link stays in step.
+                if let Some(bucket) = &self.bucket {
+                    if !bucket.borrow_mut(py).inner.allow(now) {
+                        self.set_error(String::new());
+                        return Err(DropReason::RateLimited);
+                    }
+                }
+                Ok(bytes)
+            }
+            Err(e) => {
+                self.set_error(e.to_string());
+                Err(DropReason::of_error(&e))
+            }
+        }
     }
 
     fn set_error(&self, text: String) {
@@ -229,30 +256,63 @@ impl NoiseLink {
     ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
         let now = now_or_clock(now)?;
         let frame = text_arg(frame, "frame", false)?;
-        match self.open_bytes(py, frame.as_slice()) {
-            Ok(bytes) => {
-                let body = bytes.as_bytes();
-                // Counted after opening: a frame the bucket refuses still moves
-                // the receiving counter, so the link stays in step.
-                if let Some(bucket) = &self.bucket {
-                    if !bucket.borrow_mut(py).inner.allow(now) {
-                        self.set_error(String::new());
-                        return Ok((pyo3::intern!(py, "rate_limited").clone(), py.None()));
-                    }
+        let checked = self.open_counted(py, frame.as_slice(), now).and_then(|bytes| {
+            if self.dedup.is_some() || self.peer_id.is_some() {
+                if let Some(reason) = self.check_head(py, bytes.as_bytes(), now) {
+                    return Err(reason);
                 }
-                if self.dedup.is_some() || self.peer_id.is_some() {
-                    if let Some(reason) = self.check_head(py, body, now) {
-                        return Ok((PyString::intern(py, reason.as_str()), py.None()));
-                    }
-                }
-                Ok((pyo3::intern!(py, "ok").clone(), bytes.into_any().unbind()))
             }
-            Err(e) => {
-                let reason = DropReason::of_error(&e);
-                self.set_error(e.to_string());
-                Ok((PyString::intern(py, reason.as_str()), py.None()))
-            }
+            Ok(bytes)
+        });
+        Ok(match checked {
+            Ok(bytes) => (pyo3::intern!(py, "ok").clone(), bytes.into_any().unbind()),
+            Err(reason) => (PyString::intern(py, reason.as_str()), py.None()),
+        })
+    }
+
+    /// `receive`, handing over the Message's fields instead of its JSON where
+    /// the head was read without escapes: ("ok", (type, from, to, id, ts,
+    /// replyTo, payload JSON or None)) with "" for a missing or null field, so
+    /// that only the payload is left to parse; ("ok", message_json) otherwise;
+    /// (drop_reason, None) as `receive`.
+    #[pyo3(signature = (frame, now=None))]
+    fn receive_message<'py>(
+        &self,
+        py: Python<'py>,
+        frame: &Bound<'py, PyAny>,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
+        let now = now_or_clock(now)?;
+        let frame = text_arg(frame, "frame", false)?;
+        let bytes = match self.open_counted(py, frame.as_slice(), now) {
+            Ok(bytes) => bytes,
+            Err(reason) => return Ok((PyString::intern(py, reason.as_str()), py.None())),
+        };
+        let body = bytes.as_bytes();
+        let head = match self.checked_head(py, body, now) {
+            Ok(head) => head,
+            Err(reason) => return Ok((PyString::intern(py, reason.as_str()), py.None())),
+        };
+        let ok = pyo3::intern!(py, "ok").clone();
+        let fields = [&head.kind, &head.from, &head.to, &head.id, &head.ts, &head.reply_to];
+        if !head.scanned || fields.iter().any(|f| matches!(f, Some(Cow::Owned(_)))) {
+            return Ok((ok, bytes.into_any().unbind())); // serde_json's path: Python parses the whole message
         }
+        let text = |f: &Option<Cow<'_, str>>| PyString::new(py, f.as_deref().unwrap_or(""));
+        let payload = match &head.payload {
+            Some(span) => PyBytes::new(py, &body[span.clone()]).into_any().unbind(),
+            None => py.None(),
+        };
+        let fields = (
+            text(&head.kind),
+            text(&head.from),
+            text(&head.to),
+            text(&head.id),
+            text(&head.ts),
+            text(&head.reply_to),
+            payload,
+        );
+        Ok((ok, fields.into_pyobject(py)?.into_any().unbind()))
     }
 
     /// Detail of the last dropped frame ("" when the last frame was accepted).

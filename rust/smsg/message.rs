@@ -37,6 +37,14 @@ pub struct MessageHead<'a> {
     pub ts: Option<Cow<'a, str>>,
     #[serde(default, borrow, rename = "replyTo")]
     pub reply_to: Option<Cow<'a, str>>,
+    /// Where the JSON of the last `payload` value lies in the body, when the
+    /// fast parser read it (serde_json's path leaves it unknown: None).
+    #[serde(skip)]
+    pub payload: Option<std::ops::Range<usize>>,
+    /// True when the fast parser read the whole message: `payload` is then
+    /// exact (None: there is no payload) and every field is borrowed as written.
+    #[serde(skip)]
+    pub scanned: bool,
 }
 
 /// Parse the head of a transport Message; the JSON must be one object.
@@ -297,6 +305,13 @@ pub(crate) fn fast_message_head(body: &[u8]) -> Option<MessageHead<'_>> {
                 b"to" => (8, &mut head.to),
                 b"ts" => (16, &mut head.ts),
                 b"replyTo" => (32, &mut head.reply_to),
+                b"payload" => {
+                    // a repeated payload: the last one counts, as in a parsed dict
+                    let start = p.i;
+                    p.skip_value(1)?;
+                    head.payload = Some(start..p.i);
+                    (0, &mut None)
+                }
                 _ => {
                     // serde_json checks the UTF-8 of every key it reads
                     std::str::from_utf8(key).ok()?;
@@ -337,6 +352,7 @@ pub(crate) fn fast_message_head(body: &[u8]) -> Option<MessageHead<'_>> {
     if p.i != body.len() {
         return None;
     }
+    head.scanned = true;
     Some(head)
 }
 
@@ -370,6 +386,11 @@ mod tests {
                 "fast path accepted {}",
                 String::from_utf8_lossy(input)
             );
+            // the payload span holds the value a JSON parser keeps (the last one)
+            if let Ok(serde_json::Value::Object(whole)) = serde_json::from_slice::<serde_json::Value>(input) {
+                let span = h.payload.clone().map(|r| serde_json::from_slice::<serde_json::Value>(&input[r]).unwrap());
+                assert_eq!(whole.get("payload"), span.as_ref(), "{}", String::from_utf8_lossy(input));
+            }
         }
         assert_eq!(head_text(&parse_message_head(input)), head_text(&serde), "{}", String::from_utf8_lossy(input));
         fast.is_some()
@@ -383,7 +404,24 @@ mod tests {
             to: h.to.clone(),
             ts: h.ts.clone(),
             reply_to: h.reply_to.clone(),
+            payload: None,
+            scanned: false,
         }
+    }
+
+    #[test]
+    fn the_fast_parser_finds_the_last_payload() {
+        let body = br#"{"id":"a","payload":{"x":[1,2]},"type":"t","payload" : "last" }"#;
+        let head = fast_message_head(body).unwrap();
+        assert_eq!(&body[head.payload.unwrap()], br#""last""#);
+        let body = br#"{"id":"a","payload":null}"#;
+        assert_eq!(&body[fast_message_head(body).unwrap().payload.unwrap()], b"null");
+        assert_eq!(fast_message_head(br#"{"id":"a"}"#).unwrap().payload, None);
+        assert!(fast_message_head(br#"{"id":"a"}"#).unwrap().scanned);
+        // an escaped head string leaves the decision, and the span, to serde_json
+        assert!(fast_message_head(br#"{"id":"a\u0041","payload":1}"#).is_none());
+        let serde = parse_message_head(br#"{"id":"a\u0041","payload":1}"#).unwrap();
+        assert!(serde.payload.is_none() && !serde.scanned);
     }
 
     /// The fast Message parser never disagrees with serde_json.

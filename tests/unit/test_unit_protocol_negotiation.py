@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smsgnet import (
     DowngradeRefused,
@@ -207,3 +209,45 @@ def test_a_2_0_session_checks_ids_senders_and_duplicates_but_no_timestamps():
     assert broken[0].reason == "undecryptable" and broken[0].fatal
     later = receiver.receive(sender.seal(Message.new("later", "", receiver.local_id), now), now)
     assert later[0].fatal
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+_HEAD_KEYS = ("id", "type", "from", "to", "ts", "replyTo", "payload")
+_head_text = st.none() | st.text(max_size=6) | st.sampled_from(["ts", "2025-01-01T00:00:00Z", "é\"\\\n\u2028"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.text(min_size=1, max_size=6).filter(lambda t: t not in ("ping", "pong", "disconnect", "handshake",
+                                                                        "handshake_ack")),
+       fields=st.fixed_dictionaries({"to": _head_text, "ts": _head_text, "replyTo": _head_text}),
+       payloads=st.lists(_json_values, max_size=2), extra=st.dictionaries(st.text(max_size=3).filter(lambda k: k not in _HEAD_KEYS), _json_values,
+                                                                           max_size=2),
+       escaped_id=st.booleans(), spaced=st.booleans(), data=st.data())
+def test_a_2_0_session_reads_every_message_as_from_json_does(kind, fields, payloads, extra, escaped_id, spaced, data):
+    # the 2.0 receive step hands over the head it read (NoiseLink.receive_message):
+    # whatever the JSON, the Message must be the one Message.from_json builds
+    from smsgnet import Message
+    from smsgnet.session import MessageReceived
+
+    sender, receiver, now = session_pair_2(TransportConfig(rate_limit_burst=None))
+    assert isinstance(receiver.receive(sender.seal(Message.new("hello", sender.local_id), now), now)[0],
+                      MessageReceived)  # proven
+    raw = [("id", b'"m\\u0041x"' if escaped_id else b'"m-1"'), ("type", orjson.dumps(kind)),
+           ("from", orjson.dumps(sender.local_id))]
+    raw += [(k, orjson.dumps(v)) for k, v in [*fields.items(), *(("payload", p) for p in payloads), *extra.items()]]
+    raw = data.draw(st.permutations(raw))
+    sep = b" , " if spaced else b","
+    body = b"{" + sep.join(orjson.dumps(k) + b":" + v for k, v in raw) + b"}"
+    events = receiver.receive(sender.seal_json("m-1", body, now), now)
+    try:
+        expected = Message.from_json(body)
+    except Exception:  # noqa: BLE001
+        assert events[0].reason == "invalid_message"
+        return
+    assert len(events) == 1 and isinstance(events[0], MessageReceived), (body, events)
+    assert events[0].message == expected, body
