@@ -48,8 +48,9 @@ uses, with a cheaper data path:
   when something is waiting; one future is made only when it has to wait.
 * **Sending.** ``send()`` appends the whole frame to the protocol's write list
   (built here, byte for byte what ``Frame.serialize`` makes) and returns. A
-  frame sent after a quiet spell (nothing written for ``LONE_FRAME_GAP``, a
-  request or an answer) is written at once; otherwise everything produced in
+  frame sent after a quiet spell (nothing queued or written for
+  ``LONE_FRAME_GAP``, counted from the end of the last write: a request or an
+  answer) is written at once; otherwise everything produced in
   one loop iteration leaves in one ``transport.write``
   (a flush scheduled with ``call_soon``, or sooner: at the end of the
   ``data_received`` call whose frames produced it (a reply sent inline by the
@@ -129,7 +130,7 @@ log = logging.getLogger("smsgnet.wire")
 READ_BUFFER_SIZE = 256 * 1024
 _read_buffers = threading.local()
 
-#: A frame queued when nothing was written for this long (seconds) is written at once
+#: A frame queued when nothing was queued or written for this long (seconds) is written at once
 #: instead of with the loop iteration's flush: a lone request or answer does not wait for
 #: the next iteration; frames that follow it within the iteration still leave together.
 #: Shorter than any round trip between two processes (75 µs or more on loopback), so
@@ -177,7 +178,7 @@ class WireConnection(asyncio.BufferedProtocol):
     __slots__ = (
         "protocol", "close_timeout", "_queue_high", "_queue_low", "_write_high", "_write_low", "_loop",
         "transport", "request", "response", "_remote_address", "_local_address", "_messages", "_recv_waiter",
-        "_fragments", "_fragment_text", "_read_paused", "_fast_in", "_in_buf", "_flush_scheduled", "_unwritten", "_written_at",
+        "_fragments", "_fragment_text", "_read_paused", "_fast_in", "_in_buf", "_flush_scheduled", "_unwritten", "_active_at",
         "_write_paused", "_drain_waiters", "_eof_written", "_masking", "_mask_pool", "_mask_at",
         "_framing_by_protocol", "write_calls", "_handshake_waiter", "_upgraded", "_lost", "_gone",
         "_close_timer", "_connection_exc", "_server", "_on_ready", "_on_messages", "__weakref__",
@@ -225,7 +226,7 @@ class WireConnection(asyncio.BufferedProtocol):
         # sending
         self._flush_scheduled = False
         self._unwritten = 0
-        self._written_at = 0.0  # perf_counter() of the last write: a frame after a quiet spell leaves at once
+        self._active_at = 0.0  # perf_counter() of the last frame queued or write: a frame after a quiet spell leaves at once
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []  # rarely used: a list, not a 600-byte deque
         self._eof_written = False
@@ -632,8 +633,11 @@ class WireConnection(asyncio.BufferedProtocol):
         if self._unwritten > self._write_high:
             self._flush()  # pause_writing() runs now if the transport is full
         elif not self._flush_scheduled:
-            if _perf_counter() - self._written_at > LONE_FRAME_GAP:
-                # a lone frame (a request, an answer): nothing was written for a
+            now = _perf_counter()
+            quiet = now - self._active_at > LONE_FRAME_GAP
+            self._active_at = now
+            if quiet:
+                # a lone frame (a request, an answer): nothing was sent for a
                 # while, so nothing is likely to follow it in this iteration
                 self._flush()
                 return
@@ -654,11 +658,13 @@ class WireConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport.is_closing():
             return
-        self._written_at = _perf_counter()
         try:
             if writes[-1]:  # the usual case: no end of stream
                 self.write_calls += 1
                 transport.write(writes[0] if len(writes) == 1 else b"".join(writes))
+                # the quiet spell counts from the end of the write: the system
+                # call itself (tens of µs on loopback) is not quiet
+                self._active_at = _perf_counter()
                 return
             end = writes.index(b"")
             if end:
