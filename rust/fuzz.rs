@@ -428,7 +428,7 @@ fn fuzz_receive_step() {
         let sender = *rng.pick(&senders);
         let peer_id = if rng.chance(2) { Some(sender) } else { None };
         let origin = Origin { peer_id, sender, local_id: Some("me"), hint: None };
-        if let Verdict::Accepted(body) = receive::receive(&cipher, Some(&mut bucket), &mut dedup, window, origin, input, now) {
+        if let Verdict::Accepted(body, _) = receive::receive(&cipher, Some(&mut bucket), &mut dedup, window, origin, input, now) {
             accepted += 1;
             let head = smsg::parse_message_head(&body).unwrap_or_else(|e| panic!("accepted a non-Message: {e}"));
             assert!(head.id.is_some_and(|id| !id.is_empty()));

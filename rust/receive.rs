@@ -11,7 +11,7 @@ use crate::dedup::{Check, Deduplicator, SlotHint};
 use crate::error::CoreError;
 use crate::ratelimit::TokenBucket;
 use crate::rfc3339::parse_unix_seconds;
-use crate::smsg::{parse_message_head, Cipher};
+use crate::smsg::{parse_message_head, Cipher, FieldSpans};
 
 /// Why a frame was dropped. The names are the keys of the drop counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,10 +67,11 @@ impl DropReason {
     }
 }
 
-/// The outcome of one frame.
+/// The outcome of one frame: an accepted Message's JSON, with where its
+/// fields lie when the fast parser read it (`MessageHead::spans`).
 #[derive(Debug)]
 pub enum Verdict {
-    Accepted(Vec<u8>),
+    Accepted(Vec<u8>, Option<FieldSpans>),
     Dropped(DropReason, String),
 }
 
@@ -163,7 +164,10 @@ pub fn check_message(
         None => dedup.check_frame(origin.sender, id, now, ts, ts + window.max_age, from_local),
     };
     match check {
-        Check::Fresh => Verdict::Accepted(body),
+        Check::Fresh => {
+            let spans = head.spans(&body);
+            Verdict::Accepted(body, spans)
+        }
         Check::Duplicate => Verdict::Dropped(DropReason::Duplicate, String::new()),
         Check::BeforeFloor => Verdict::Dropped(DropReason::Stale, "ts before the restart floor".into()),
         Check::BehindHorizon => {
@@ -201,7 +205,7 @@ mod tests {
         let msg = br#"{"id":"m1","type":"ping","from":"p","to":"","ts":"2025-01-01T00:00:00Z","payload":null}"#;
         let frame = c.seal(msg, &[1u8; 24], 0).unwrap();
         let mut bucket = TokenBucket::new(2, 0.0).unwrap();
-        assert!(matches!(receive(&c, Some(&mut bucket), &mut d, w, p, &frame, now), Verdict::Accepted(_)));
+        assert!(matches!(receive(&c, Some(&mut bucket), &mut d, w, p, &frame, now), Verdict::Accepted(..)));
         assert!(matches!(
             receive(&c, Some(&mut bucket), &mut d, w, p, &frame, now),
             Verdict::Dropped(DropReason::Duplicate, _)
@@ -243,13 +247,13 @@ mod tests {
             if i == 0 {
                 first = Some(body.clone());
             }
-            assert!(matches!(check_message(body, &mut d, w, flood, now), Verdict::Accepted(_)));
+            assert!(matches!(check_message(body, &mut d, w, flood, now), Verdict::Accepted(..)));
         }
         assert_eq!(d.len(), 50_000);
         assert_eq!(d.evicted(), 150_000);
         let msg = br#"{"id":"h1","from":"h","ts":"2025-01-01T00:00:00Z"}"#;
         let frame = c.seal(msg, &[1u8; 24], 0).unwrap();
-        assert!(matches!(receive(&c, None, &mut d, w, honest, &frame, now + 1.0), Verdict::Accepted(_)));
+        assert!(matches!(receive(&c, None, &mut d, w, honest, &frame, now + 1.0), Verdict::Accepted(..)));
         // the flood's evicted first ID is still refused (by its sender's horizon)
         assert!(matches!(
             check_message(first.unwrap(), &mut d, w, flood, now + 1.0),

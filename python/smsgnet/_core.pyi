@@ -388,6 +388,15 @@ class FrameReceiver:
         anything the peer sends; :attr:`last_error` has the detail.
         """
 
+    def receive_message(
+        self, frame: bytes | bytearray, now: float | None = None
+    ) -> tuple[str, tuple[str, str, str, str, str, str, bytes | None] | bytes | None]:
+        """:meth:`receive`, handing over the Message's fields where the fast
+        parser read them: ``("ok", (type, from, to, id, ts, replyTo, payload
+        JSON or None))`` with ``""`` for a missing or null field (only the
+        payload is left to parse, :meth:`smsgnet.Message.from_fields`);
+        otherwise ``("ok", message_json)``, or ``(reason, None)`` as :meth:`receive`."""
+
     @property
     def last_error(self) -> str:
         """Detail of the last frame's drop ("" when it was accepted, rate-limited or a duplicate)."""

@@ -313,16 +313,12 @@ class Session:
         it opened and passed every check."""
         if isinstance(frame, str):
             return [self._drop("unexpected_text", "text frame after the handshake")]
-        link = self.link
-        if link is not None:
-            # 2.0: the fields come read, only the payload is left to parse
-            reason, body = link.receive_message(frame, now)
-            if body is None:
-                return [self._drop(reason, link.last_error, fatal=link.broken)]
-        else:
-            reason, body = self.receiver.receive(frame, now)
-            if body is None:
-                return [self._drop(reason, self.receiver.last_error)]
+        receiver = self.receiver
+        # the fields come read by the native checks: only the payload is left to parse
+        reason, body = receiver.receive_message(frame, now)
+        if body is None:
+            link = self.link
+            return [self._drop(reason, receiver.last_error, fatal=link is not None and link.broken)]
         try:
             msg = Message.from_fields(body) if isinstance(body, tuple) else Message.from_json(body)
         except InvalidMessageError as e:

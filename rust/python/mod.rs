@@ -490,6 +490,74 @@ struct FrameReceiver {
     last_error: String,
 }
 
+impl FrameReceiver {
+    /// The receive step of a 1.0 frame: bucket, open, checks; `last_error` set.
+    fn verdict(&mut self, py: Python<'_>, frame: &Bound<'_, PyAny>, now: Option<f64>) -> PyResult<Verdict> {
+        let now = now_or_clock(now)?;
+        let frame = text_arg(frame, "frame", false)?;
+        let frame = frame.as_slice();
+        if let Some(bucket) = &self.bucket {
+            if !bucket.borrow_mut(py).inner.allow(now) {
+                self.last_error.clear();
+                return Ok(Verdict::Dropped(receive::DropReason::RateLimited, String::new()));
+            }
+        }
+        let cipher = &self.cipher;
+        let opened = if frame.len() >= LARGE_FRAME {
+            py.allow_threads(|| cipher.open_body(frame))
+        } else {
+            cipher.open_body(frame)
+        };
+        let verdict = match opened {
+            Ok(body) => {
+                let mut dedup = self.dedup.borrow_mut(py);
+                let hint = Cell::new(self.hint);
+                let origin = Origin {
+                    peer_id: self.peer_id.as_deref(),
+                    sender: &self.sender,
+                    local_id: self.local_id.as_deref(),
+                    hint: Some(&hint),
+                };
+                let verdict = receive::check_message(body, &mut dedup.inner, self.window, origin, now);
+                self.hint = hint.get();
+                verdict
+            }
+            Err(e) => Verdict::Dropped(receive::DropReason::of_error(&e), e.to_string()),
+        };
+        match &verdict {
+            Verdict::Accepted(..) => self.last_error.clear(),
+            Verdict::Dropped(_, detail) => self.last_error.clone_from(detail),
+        }
+        Ok(verdict)
+    }
+}
+
+/// The 7-tuple `receive_message` hands over: (type, from, to, id, ts,
+/// replyTo, payload JSON or None), "" for a missing field; None if a span is
+/// not UTF-8 text (never for what the fast parser accepted).
+pub(crate) fn message_fields(py: Python<'_>, body: &[u8], spans: &smsg::FieldSpans) -> Option<PyObject> {
+    let text = |span: &Option<std::ops::Range<usize>>| -> Option<Bound<'_, PyString>> {
+        Some(match span {
+            Some(r) => PyString::new(py, std::str::from_utf8(body.get(r.clone())?).ok()?),
+            None => PyString::new(py, ""),
+        })
+    };
+    let payload = match &spans.payload {
+        Some(r) => PyBytes::new(py, body.get(r.clone())?).into_any().unbind(),
+        None => py.None(),
+    };
+    let fields = (
+        text(&spans.kind)?,
+        text(&spans.from)?,
+        text(&spans.to)?,
+        text(&spans.id)?,
+        text(&spans.ts)?,
+        text(&spans.reply_to)?,
+        payload,
+    );
+    fields.into_pyobject(py).ok().map(|t| t.into_any().unbind())
+}
+
 #[pymethods]
 impl FrameReceiver {
     #[new]
@@ -540,46 +608,32 @@ impl FrameReceiver {
         frame: &Bound<'py, PyAny>,
         now: Option<f64>,
     ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
-        let now = now_or_clock(now)?;
-        let frame = text_arg(frame, "frame", false)?;
-        let frame = frame.as_slice();
-        if let Some(bucket) = &self.bucket {
-            if !bucket.borrow_mut(py).inner.allow(now) {
-                self.last_error.clear();
-                return Ok((pyo3::intern!(py, "rate_limited").clone(), py.None()));
-            }
+        match self.verdict(py, frame, now)? {
+            Verdict::Accepted(body, _) => Ok((pyo3::intern!(py, "ok").clone(), PyBytes::new(py, &body).into_any().unbind())),
+            Verdict::Dropped(reason, _) => Ok((PyString::intern(py, reason.as_str()), py.None())),
         }
-        let cipher = &self.cipher;
-        let opened = if frame.len() >= LARGE_FRAME {
-            py.allow_threads(|| cipher.open_body(frame))
-        } else {
-            cipher.open_body(frame)
-        };
-        let verdict = match opened {
-            Ok(body) => {
-                let mut dedup = self.dedup.borrow_mut(py);
-                let hint = Cell::new(self.hint);
-                let origin = Origin {
-                    peer_id: self.peer_id.as_deref(),
-                    sender: &self.sender,
-                    local_id: self.local_id.as_deref(),
-                    hint: Some(&hint),
+    }
+
+    /// `receive`, handing over the Message's fields instead of its JSON where
+    /// the fast parser read them: ("ok", (type, from, to, id, ts, replyTo,
+    /// payload JSON or None)) with "" for a missing or null field;
+    /// ("ok", message_json) otherwise; (drop_reason, None) as `receive`.
+    #[pyo3(signature = (frame, now=None))]
+    fn receive_message<'py>(
+        &mut self,
+        py: Python<'py>,
+        frame: &Bound<'py, PyAny>,
+        now: Option<f64>,
+    ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
+        match self.verdict(py, frame, now)? {
+            Verdict::Accepted(body, spans) => {
+                let got = match spans.and_then(|spans| message_fields(py, &body, &spans)) {
+                    Some(fields) => fields,
+                    None => PyBytes::new(py, &body).into_any().unbind(),
                 };
-                let verdict = receive::check_message(body, &mut dedup.inner, self.window, origin, now);
-                self.hint = hint.get();
-                verdict
+                Ok((pyo3::intern!(py, "ok").clone(), got))
             }
-            Err(e) => Verdict::Dropped(receive::DropReason::of_error(&e), e.to_string()),
-        };
-        match verdict {
-            Verdict::Accepted(body) => {
-                self.last_error.clear();
-                Ok((pyo3::intern!(py, "ok").clone(), PyBytes::new(py, &body).into_any().unbind()))
-            }
-            Verdict::Dropped(reason, detail) => {
-                self.last_error = detail;
-                Ok((PyString::intern(py, reason.as_str()), py.None()))
-            }
+            Verdict::Dropped(reason, _) => Ok((PyString::intern(py, reason.as_str()), py.None())),
         }
     }
 

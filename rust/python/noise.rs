@@ -1,14 +1,13 @@
 //! Bindings of protocol 2.0 (`crate::noise`): `NoiseHandshake`, `NoiseLink`,
 //! `noise_prologue`, `noise_sealed_len`.
 
-use std::borrow::Cow;
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
 use super::errors::{self, to_py_err};
-use super::{now_or_clock, text_arg, Deduplicator, TokenBucket};
+use super::{message_fields, now_or_clock, text_arg, Deduplicator, TokenBucket};
 use crate::error::CoreError;
 use crate::noise::{self, Handshake, Link};
 use crate::receive::DropReason;
@@ -293,26 +292,11 @@ impl NoiseLink {
             Ok(head) => head,
             Err(reason) => return Ok((PyString::intern(py, reason.as_str()), py.None())),
         };
-        let ok = pyo3::intern!(py, "ok").clone();
-        let fields = [&head.kind, &head.from, &head.to, &head.id, &head.ts, &head.reply_to];
-        if !head.scanned || fields.iter().any(|f| matches!(f, Some(Cow::Owned(_)))) {
-            return Ok((ok, bytes.into_any().unbind())); // serde_json's path: Python parses the whole message
-        }
-        let text = |f: &Option<Cow<'_, str>>| PyString::new(py, f.as_deref().unwrap_or(""));
-        let payload = match &head.payload {
-            Some(span) => PyBytes::new(py, &body[span.clone()]).into_any().unbind(),
-            None => py.None(),
+        let got = match head.spans(body).and_then(|spans| message_fields(py, body, &spans)) {
+            Some(fields) => fields,
+            None => bytes.clone().into_any().unbind(), // serde_json's path: Python parses the whole message
         };
-        let fields = (
-            text(&head.kind),
-            text(&head.from),
-            text(&head.to),
-            text(&head.id),
-            text(&head.ts),
-            text(&head.reply_to),
-            payload,
-        );
-        Ok((ok, fields.into_pyobject(py)?.into_any().unbind()))
+        Ok((pyo3::intern!(py, "ok").clone(), got))
     }
 
     /// Detail of the last dropped frame ("" when the last frame was accepted).

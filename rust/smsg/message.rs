@@ -14,6 +14,7 @@
 //! inputs, 30,000 random and damaged documents, and in `rust/fuzz.rs`).
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use serde::Deserialize;
 
@@ -40,11 +41,58 @@ pub struct MessageHead<'a> {
     /// Where the JSON of the last `payload` value lies in the body, when the
     /// fast parser read it (serde_json's path leaves it unknown: None).
     #[serde(skip)]
-    pub payload: Option<std::ops::Range<usize>>,
+    pub payload: Option<Range<usize>>,
     /// True when the fast parser read the whole message: `payload` is then
     /// exact (None: there is no payload) and every field is borrowed as written.
     #[serde(skip)]
     pub scanned: bool,
+}
+
+/// Where each field of a Message lies in its JSON (a string's text between
+/// its quotes; the payload's whole JSON value), so that the fields can be
+/// handed over without parsing the JSON again. None: the field is missing or
+/// null.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSpans {
+    pub kind: Option<Range<usize>>,
+    pub from: Option<Range<usize>>,
+    pub to: Option<Range<usize>>,
+    pub id: Option<Range<usize>>,
+    pub ts: Option<Range<usize>>,
+    pub reply_to: Option<Range<usize>>,
+    pub payload: Option<Range<usize>>,
+}
+
+impl MessageHead<'_> {
+    /// The spans of the fields in `body`, the JSON this head was read from:
+    /// only when the fast parser read all of it and no field had an escape
+    /// (every string is then the body's own bytes, as written); else None.
+    pub fn spans(&self, body: &[u8]) -> Option<FieldSpans> {
+        if !self.scanned {
+            return None;
+        }
+        let base = body.as_ptr() as usize;
+        let span = |field: &Option<Cow<'_, str>>| -> Option<Option<Range<usize>>> {
+            match field {
+                None => Some(None),
+                Some(Cow::Borrowed(text)) => {
+                    let start = (text.as_ptr() as usize).checked_sub(base)?;
+                    let end = start + text.len();
+                    (end <= body.len()).then_some(Some(start..end))
+                }
+                Some(Cow::Owned(_)) => None,
+            }
+        };
+        Some(FieldSpans {
+            kind: span(&self.kind)?,
+            from: span(&self.from)?,
+            to: span(&self.to)?,
+            id: span(&self.id)?,
+            ts: span(&self.ts)?,
+            reply_to: span(&self.reply_to)?,
+            payload: self.payload.clone(),
+        })
+    }
 }
 
 /// Parse the head of a transport Message; the JSON must be one object.
@@ -407,6 +455,23 @@ mod tests {
             payload: None,
             scanned: false,
         }
+    }
+
+    #[test]
+    fn spans_point_at_the_fields_as_written() {
+        let body = br#"{"id":"m-1","type":"note","from":"f","to":null,"ts":"2025-01-01T00:00:00Z","payload":{"a":[1]}}"#;
+        let spans = fast_message_head(body).unwrap().spans(body).unwrap();
+        let text = |r: Option<Range<usize>>| r.map(|r| String::from_utf8(body[r].to_vec()).unwrap());
+        assert_eq!(text(spans.id).as_deref(), Some("m-1"));
+        assert_eq!(text(spans.kind).as_deref(), Some("note"));
+        assert_eq!(text(spans.from).as_deref(), Some("f"));
+        assert_eq!(text(spans.to), None);
+        assert_eq!(text(spans.ts).as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(text(spans.reply_to), None);
+        assert_eq!(text(spans.payload).as_deref(), Some(r#"{"a":[1]}"#));
+        // serde_json's path (an escape): no spans
+        let escaped = br#"{"id":"m\u002d1"}"#;
+        assert_eq!(parse_message_head(escaped).unwrap().spans(escaped), None);
     }
 
     #[test]

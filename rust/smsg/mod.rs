@@ -42,7 +42,7 @@ pub use envelope::{envelope, escape_go_json_into};
 #[cfg(test)]
 pub(crate) use envelope::{body_of_envelope, body_of_envelope_serde, fast_envelope_body};
 pub use keystream::{keystream, xor_keystream};
-pub use message::{parse_message_head, MessageHead};
+pub use message::{parse_message_head, FieldSpans, MessageHead};
 #[cfg(test)]
 pub(crate) use message::{fast_message_head, parse_message_head_serde};
 
