@@ -61,7 +61,7 @@ from typing import TypeAlias
 from smsgnet import _core
 from smsgnet.config import TransportConfig
 from smsgnet.exceptions import InvalidMessageError, NotConnectedError
-from smsgnet.message import DisconnectCode, Message, format_timestamp, new_message_id
+from smsgnet.message import CONTROL_TYPES, DisconnectCode, Message, format_timestamp, new_message_id
 
 __all__ = [
     "Session",
@@ -334,7 +334,9 @@ class Session:
         self.last_received = now
         self.messages_in += 1
         t = msg.type
-        if t == "ping":
+        if t not in CONTROL_TYPES:  # the usual message: one set lookup
+            events.append(MessageReceived(msg))
+        elif t == "ping":
             p = msg.payload
             sent = p.get("sentAt", 0) if type(p) is dict else 0
             # the pong: Message.pong() from this node, stamped once with `now`
@@ -352,10 +354,7 @@ class Session:
             raw_code, raw_reason = p.get("code"), p.get("reason")
             code = raw_code if type(raw_code) is int else int(DisconnectCode.NORMAL)
             events.append(PeerDisconnected(msg, code, raw_reason if isinstance(raw_reason, str) else ""))
-        elif t in ("handshake", "handshake_ack"):
-            if self.deliver_control:
-                events.append(MessageReceived(msg))
-        else:
+        elif self.deliver_control:  # handshake, handshake_ack
             events.append(MessageReceived(msg))
         return events
 
