@@ -392,7 +392,7 @@ class FrameReceiver:
         self, frame: bytes | bytearray, now: float | None = None
     ) -> tuple[str, tuple[str, str, str, str, str, str, bytes | None] | bytes | None]:
         """:meth:`receive`, handing over the Message's fields where the fast
-        parser read them: ``("ok", (type, from, to, id, ts, replyTo, payload
+        parser read them and the payload is at most 16 KiB: ``("ok", (type, from, to, id, ts, replyTo, payload
         JSON or None))`` with ``""`` for a missing or null field (only the
         payload is left to parse, :meth:`smsgnet.Message.from_fields`);
         otherwise ``("ok", message_json)``, or ``(reason, None)`` as :meth:`receive`."""
@@ -523,7 +523,7 @@ class NoiseLink:
         self, frame: bytes | bytearray, now: float | None = None
     ) -> tuple[str, tuple[str, str, str, str, str, str, bytes | None] | bytes | None]:
         """:meth:`receive`, handing over the Message's fields where its head
-        was read without escapes: ``("ok", (type, from, to, id, ts, replyTo,
+        was read without escapes and the payload is at most 16 KiB: ``("ok", (type, from, to, id, ts, replyTo,
         payload JSON or None))`` with ``""`` for a missing or null field (so
         only the payload is left to parse, :meth:`smsgnet.Message.from_fields`);
         otherwise ``("ok", message_json)``, or ``(reason, None)`` as :meth:`receive`."""

@@ -275,3 +275,22 @@ def test_a_session_reads_every_message_as_from_json_does(protocol, kind, fields,
         return
     assert len(events) == 1 and isinstance(events[0], MessageReceived), (body, events)
     assert events[0].message == expected, body
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+def test_fields_are_handed_over_up_to_a_16_kib_payload(protocol):
+    # above it the whole JSON is handed over (no copy of a large payload), and
+    # the message arrives the same either way
+    from smsgnet import Message
+    from smsgnet.session import MessageReceived
+
+    sender, receiver, now = (session_pair_2 if protocol == "2.0" else session_pair_1)(
+        TransportConfig(rate_limit_burst=None))
+    for size, handed_over in ((16 * 1024 - 20, tuple), (16 * 1024, bytes)):
+        msg = Message.new("big", sender.local_id, receiver.local_id, "x" * size)
+        frame = sender.seal(msg, now)
+        reason, got = receiver.receiver.receive_message(frame, now)
+        assert reason == "ok" and type(got) is handed_over, (size, type(got))
+        again = Message.new("big", sender.local_id, receiver.local_id, "y" * size)
+        events = receiver.receive(sender.seal(again, now), now)
+        assert isinstance(events[-1], MessageReceived) and events[-1].message == again
