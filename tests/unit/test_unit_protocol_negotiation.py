@@ -294,3 +294,24 @@ def test_fields_are_handed_over_up_to_a_16_kib_payload(protocol):
         again = Message.new("big", sender.local_id, receiver.local_id, "y" * size)
         events = receiver.receive(sender.seal(again, now), now)
         assert isinstance(events[-1], MessageReceived) and events[-1].message == again
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+@pytest.mark.parametrize("payload", [b'{"a":1e999}', b'"\\ud800"', b'[1,2'])
+def test_a_payload_the_json_parser_refuses_is_a_counted_drop(protocol, payload):
+    # the native checks may pass what orjson refuses (infinity, a lone
+    # surrogate); the payload is parsed on arrival, so such a frame is dropped
+    # as invalid_message, never handed out to fail later
+    from smsgnet import Message, format_timestamp
+    from smsgnet.session import FrameDropped, MessageReceived
+
+    sender, receiver, now = (session_pair_2 if protocol == "2.0" else session_pair_1)(
+        TransportConfig(rate_limit_burst=None))
+    assert isinstance(receiver.receive(sender.seal(Message.new("hi", sender.local_id), now), now)[-1],
+                      MessageReceived)
+    body = b'{"id":"bad-1","type":"t","from":"%s","ts":"%s","payload":%s}' % (
+        sender.local_id.encode(), format_timestamp(int(now * 1e9)).encode(), payload)
+    events = receiver.receive(sender.seal_json("bad-1", body, now), now)
+    assert len(events) == 1 and isinstance(events[0], FrameDropped), events
+    assert events[0].reason == "invalid_message" and not events[0].fatal
+    assert receiver.drops["invalid_message"] == 1
