@@ -164,7 +164,7 @@ class Message:
     @classmethod
     def new(cls, type: str, from_: str, to: str = "", payload: Any = None) -> Message:
         """A new message with a fresh UUID v4 and the current time."""
-        return cls(type=str(type), payload=payload, from_=from_, to=to)
+        return cls(type if type.__class__ is str else str(type), payload, from_, to)
 
     def reply(self, type: str, payload: Any = None, *, from_: str | None = None) -> Message:
         """A new message answering this one: ``to`` is our sender, ``replyTo`` our id.
@@ -220,9 +220,9 @@ class Message:
     @classmethod
     def from_fields(cls, fields: tuple[str, str, str, str, str, str, bytes | None]) -> Message:
         """Build a Message from what the native receive step read of it
-        (``NoiseLink.receive_message``): ``(type, from, to, id, ts, replyTo,
-        payload JSON or None)``, only the payload left to parse. Raises
-        InvalidMessageError like :meth:`from_json`."""
+        (``receive_message`` of ``_core.FrameReceiver`` and ``_core.NoiseLink``):
+        ``(type, from, to, id, ts, replyTo, payload JSON or None)``, only the
+        payload left to parse. Raises InvalidMessageError like :meth:`from_json`."""
         type_, from_, to, id_, ts, reply_to, payload = fields
         if payload is None:
             return cls(type_, None, from_, to, id_, ts, reply_to)
