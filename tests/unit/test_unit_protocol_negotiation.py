@@ -315,3 +315,20 @@ def test_a_payload_the_json_parser_refuses_is_a_counted_drop(protocol, payload):
     assert len(events) == 1 and isinstance(events[0], FrameDropped), events
     assert events[0].reason == "invalid_message" and not events[0].fatal
     assert receiver.drops["invalid_message"] == 1
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+def test_an_unknown_key_is_ignored_whatever_it_holds(protocol):
+    # as Go's decoder does: a key the Message does not have is skipped once its
+    # JSON is valid, even holding what orjson cannot represent (1e999, a lone
+    # surrogate); only the Message's own fields and payload are parsed
+    from smsgnet import Message, format_timestamp
+    from smsgnet.session import MessageReceived
+
+    sender, receiver, now = (session_pair_2 if protocol == "2.0" else session_pair_1)(
+        TransportConfig(rate_limit_burst=None))
+    body = b'{"id":"odd-1","type":"t","from":"%s","ts":"%s","extra":[1e999,"\\ud800"],"payload":{"k":1}}' % (
+        sender.local_id.encode(), format_timestamp(int(now * 1e9)).encode())
+    events = receiver.receive(sender.seal_json("odd-1", body, now), now)
+    assert isinstance(events[-1], MessageReceived), events
+    assert events[-1].message.payload == {"k": 1} and events[-1].message.id == "odd-1"
