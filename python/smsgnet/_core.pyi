@@ -397,6 +397,14 @@ class FrameReceiver:
         payload is left to parse, :meth:`smsgnet.Message.from_fields`);
         otherwise ``("ok", message_json)``, or ``(reason, None)`` as :meth:`receive`."""
 
+    def receive_messages(
+        self, frames: list[bytes], now: float | None = None
+    ) -> list[tuple[str, tuple[str, str, str, str, str, str, bytes | None] | bytes | str, bool]]:
+        """The receive step for every frame of one read, in order, in one call:
+        ``(reason, value, fatal)`` per frame, where value is what
+        :meth:`receive_message` hands over for an accepted frame and the
+        detail of a dropped one; fatal is always False on 1.0."""
+
     @property
     def last_error(self) -> str:
         """Detail of the last frame's drop ("" when it was accepted, rate-limited or a duplicate)."""
@@ -527,6 +535,14 @@ class NoiseLink:
         payload JSON or None))`` with ``""`` for a missing or null field (so
         only the payload is left to parse, :meth:`smsgnet.Message.from_fields`);
         otherwise ``("ok", message_json)``, or ``(reason, None)`` as :meth:`receive`."""
+
+    def receive_messages(
+        self, frames: list[bytes], now: float | None = None
+    ) -> list[tuple[str, tuple[str, str, str, str, str, str, bytes | None] | bytes | str, bool]]:
+        """The receive step for every frame of one read, in order, in one call:
+        ``(reason, value, fatal)`` per frame, where value is what
+        :meth:`receive_message` hands over for an accepted frame and the
+        detail of a dropped one; fatal is True for a frame that did not open (the link is broken from there on)."""
 
     @property
     def last_error(self) -> str:

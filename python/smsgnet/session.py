@@ -313,24 +313,48 @@ class Session:
         it opened and passed every check."""
         if isinstance(frame, str):
             return [self._drop("unexpected_text", "text frame after the handshake")]
-        receiver = self.receiver
-        # the fields come read by the native checks: only the payload is left to parse
-        reason, body = receiver.receive_message(frame, now)
-        if body is None:
-            link = self.link
-            return [self._drop(reason, receiver.last_error, fatal=link is not None and link.broken)]
-        try:
-            msg = Message.from_fields(body) if isinstance(body, tuple) else Message.from_json(body)
-        except InvalidMessageError as e:
-            return [self._drop("invalid_message", str(e))]
-        events: list[Event] = []
-        if not self.proven:
-            if msg.from_ != self.peer_id:
-                return [self._drop("wrong_sender", f"unproven peer {self.peer_id} sent a frame from {msg.from_!r}")]
-            self.proven = True
-            events.append(_PROVEN)
         if now is None:
             now = time.time()
+        receiver = self.receiver
+        # the fields come read by the native checks: only the payload is left to parse
+        reason, got = receiver.receive_message(frame, now)
+        events: list[Event] = []
+        if got is None:
+            link = self.link
+            events.append(self._drop(reason, receiver.last_error, fatal=link is not None and link.broken))
+        else:
+            self._accept(got, now, events)
+        return events
+
+    def receive_many(self, frames: list[bytes], now: float | None = None) -> list[Event]:
+        """The events of :meth:`receive` for every frame of one read (binary
+        frames, in order) in one list: one native call opens and checks them all."""
+        if now is None:
+            now = time.time()
+        events: list[Event] = []
+        accept = self._accept
+        for reason, got, fatal in self.receiver.receive_messages(frames, now):
+            if isinstance(got, str):  # dropped: the detail
+                events.append(self._drop(reason, got, fatal))
+            else:
+                accept(got, now, events)
+        return events
+
+    def _accept(self, got: tuple[str, str, str, str, str, str, bytes | None] | bytes, now: float,
+                events: list[Event]) -> None:
+        """Append the events of a message the native checks accepted (its fields, or its JSON)."""
+        try:
+            msg = Message.from_fields(got) if isinstance(got, tuple) else Message.from_json(got)
+        except InvalidMessageError as e:
+            events.append(self._drop("invalid_message", str(e)))
+            return
+        if not self.proven:
+            if msg.from_ != self.peer_id:
+                events.append(self._drop("wrong_sender",
+                                         f"unproven peer {self.peer_id} sent a frame from {msg.from_!r}"))
+                return
+            self.proven = True
+            events.append(_PROVEN)
         self.last_received = now
         self.messages_in += 1
         t = msg.type
@@ -356,7 +380,6 @@ class Session:
             events.append(PeerDisconnected(msg, code, raw_reason if isinstance(raw_reason, str) else ""))
         elif self.deliver_control:  # handshake, handshake_ack
             events.append(MessageReceived(msg))
-        return events
 
     def _drop(self, reason: str, detail: str, fatal: bool = False) -> FrameDropped:
         self.drops[reason] += 1

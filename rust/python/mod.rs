@@ -532,6 +532,15 @@ impl FrameReceiver {
     }
 }
 
+/// What `receive_message` hands over for an accepted message: its fields
+/// (`message_fields`) where the spans allow, else its JSON.
+pub(crate) fn accepted(py: Python<'_>, body: &[u8], spans: Option<smsg::FieldSpans>) -> PyObject {
+    match spans.and_then(|spans| message_fields(py, body, &spans)) {
+        Some(fields) => fields,
+        None => PyBytes::new(py, body).into_any().unbind(),
+    }
+}
+
 /// Payloads longer than this are not copied out of the message for
 /// `receive_message`: Python parses the whole JSON instead, which costs it
 /// about a microsecond more and saves a copy of the payload.
@@ -635,15 +644,34 @@ impl FrameReceiver {
         now: Option<f64>,
     ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
         match self.verdict(py, frame, now)? {
-            Verdict::Accepted(body, spans) => {
-                let got = match spans.and_then(|spans| message_fields(py, &body, &spans)) {
-                    Some(fields) => fields,
-                    None => PyBytes::new(py, &body).into_any().unbind(),
-                };
-                Ok((pyo3::intern!(py, "ok").clone(), got))
-            }
+            Verdict::Accepted(body, spans) => Ok((pyo3::intern!(py, "ok").clone(), accepted(py, &body, spans))),
             Verdict::Dropped(reason, _) => Ok((PyString::intern(py, reason.as_str()), py.None())),
         }
+    }
+
+    /// The receive step for every frame of one read, in order, in one call: a
+    /// list of (reason, value, fatal), where value is what `receive_message`
+    /// hands over for an accepted frame and the detail of a dropped one (its
+    /// `last_error`); fatal is always False on 1.0.
+    #[pyo3(signature = (frames, now=None))]
+    fn receive_messages<'py>(
+        &mut self,
+        py: Python<'py>,
+        frames: &Bound<'py, PyList>,
+        now: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let now = Some(now_or_clock(now)?);
+        let out = PyList::empty(py);
+        for frame in frames.iter() {
+            let entry = match self.verdict(py, &frame, now)? {
+                Verdict::Accepted(body, spans) => (pyo3::intern!(py, "ok").clone(), accepted(py, &body, spans)),
+                Verdict::Dropped(reason, detail) => {
+                    (PyString::intern(py, reason.as_str()), PyString::new(py, &detail).into_any().unbind())
+                }
+            };
+            out.append((entry.0, entry.1, false))?;
+        }
+        Ok(out)
     }
 
     /// Detail of the last dropped frame ("" when the last frame was accepted).

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 
 use super::errors::{self, to_py_err};
 use super::{message_fields, now_or_clock, text_arg, Deduplicator, TokenBucket};
@@ -193,6 +193,18 @@ impl NoiseLink {
         Ok(head)
     }
 
+    /// The receive step of one frame: what `receive_message` hands over, or
+    /// why it was dropped and whether the frame broke the link (it did not open).
+    fn message_of(&self, py: Python<'_>, frame: &[u8], now: f64) -> Result<PyObject, (DropReason, bool)> {
+        let bytes = self.open_counted(py, frame, now).map_err(|reason| (reason, reason != DropReason::RateLimited))?;
+        let body = bytes.as_bytes();
+        let head = self.checked_head(py, body, now).map_err(|reason| (reason, false))?;
+        Ok(match head.spans(body).and_then(|spans| message_fields(py, body, &spans)) {
+            Some(fields) => fields,
+            None => bytes.clone().into_any().unbind(), // serde_json's path: Python parses the whole message
+        })
+    }
+
     /// Open, then the token bucket: the opened message, or why it was dropped.
     fn open_counted<'py>(&self, py: Python<'py>, frame: &[u8], now: f64) -> Result<Bound<'py, PyBytes>, DropReason> {
         match self.open_bytes(py, frame) {
@@ -283,20 +295,36 @@ impl NoiseLink {
     ) -> PyResult<(Bound<'py, PyString>, PyObject)> {
         let now = now_or_clock(now)?;
         let frame = text_arg(frame, "frame", false)?;
-        let bytes = match self.open_counted(py, frame.as_slice(), now) {
-            Ok(bytes) => bytes,
-            Err(reason) => return Ok((PyString::intern(py, reason.as_str()), py.None())),
-        };
-        let body = bytes.as_bytes();
-        let head = match self.checked_head(py, body, now) {
-            Ok(head) => head,
-            Err(reason) => return Ok((PyString::intern(py, reason.as_str()), py.None())),
-        };
-        let got = match head.spans(body).and_then(|spans| message_fields(py, body, &spans)) {
-            Some(fields) => fields,
-            None => bytes.clone().into_any().unbind(), // serde_json's path: Python parses the whole message
-        };
-        Ok((pyo3::intern!(py, "ok").clone(), got))
+        Ok(match self.message_of(py, frame.as_slice(), now) {
+            Ok(got) => (pyo3::intern!(py, "ok").clone(), got),
+            Err((reason, _)) => (PyString::intern(py, reason.as_str()), py.None()),
+        })
+    }
+
+    /// The receive step for every frame of one read, in order, in one call: a
+    /// list of (reason, value, fatal), where value is what `receive_message`
+    /// hands over for an accepted frame and the detail of a dropped one (its
+    /// `last_error`); fatal is True for a frame that did not open (the link is
+    /// broken from there on).
+    #[pyo3(signature = (frames, now=None))]
+    fn receive_messages<'py>(
+        &self,
+        py: Python<'py>,
+        frames: &Bound<'py, PyList>,
+        now: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let now = now_or_clock(now)?;
+        let out = PyList::empty(py);
+        for frame in frames.iter() {
+            let frame = text_arg(&frame, "frame", false)?;
+            match self.message_of(py, frame.as_slice(), now) {
+                Ok(got) => out.append((pyo3::intern!(py, "ok").clone(), got, false))?,
+                Err((reason, fatal)) => {
+                    out.append((PyString::intern(py, reason.as_str()), self.last_error(), fatal))?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Detail of the last dropped frame ("" when the last frame was accepted).

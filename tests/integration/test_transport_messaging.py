@@ -159,6 +159,42 @@ async def test_a_plain_function_handler_answers_with_send_nowait_in_order(make_n
     assert conn.stats.messages_out >= 200 and conn.stats.bytes_out > 200 * 100  # (and the first keepalive ping)
 
 
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+async def test_a_read_of_many_frames_reaches_a_waiting_handler_one_at_a_time_in_order(make_node, protocol):
+    # the frames of one read are opened in one native call (Session.receive_many);
+    # a handler that waits still gets them one after the other, in order, and the
+    # ones behind it wait for it
+    seen: list[int] = []
+    busy = False
+    done = asyncio.Event()
+
+    async def slow(conn, msg):
+        nonlocal busy
+        assert not busy, "two messages of one link handled at once"
+        busy = True
+        if msg.payload == "warm-up":
+            busy = False
+            done.set()
+            return
+        seen.append(msg.payload)
+        if msg.payload % 20 == 0:
+            await asyncio.sleep(0.002)
+        busy = False
+        if len(seen) == 300:
+            done.set()
+
+    b = await make_node("b", handler=slow, max_protocol=protocol, rate_limit_burst=None)
+    a = await make_node("a", max_protocol=protocol, rate_limit_burst=None)
+    conn = await a.connect(b.address)
+    await conn.send(Message.new("n", "", conn.peer_id, "warm-up"))  # the link settled: later reads go to its reader
+    await asyncio.wait_for(done.wait(), 10)
+    done.clear()
+    for i in range(300):
+        assert conn.send_nowait(Message.new("n", "", conn.peer_id, i)) is True  # one iteration: a few writes
+    await asyncio.wait_for(done.wait(), 10)
+    assert seen == list(range(300))
+
+
 async def test_send_nowait_says_slow_down_then_refuses_past_the_queue_limit_and_drain_waits(make_node):
     b_inbox = Inbox()
     b = await make_node("b", handler=b_inbox, rate_limit_burst=None)

@@ -332,3 +332,41 @@ def test_an_unknown_key_is_ignored_whatever_it_holds(protocol):
     events = receiver.receive(sender.seal_json("odd-1", body, now), now)
     assert isinstance(events[-1], MessageReceived), events
     assert events[-1].message.payload == {"k": 1} and events[-1].message.id == "odd-1"
+
+
+@pytest.mark.parametrize("protocol", ["1.0", "2.0"])
+def test_the_frames_of_one_read_are_received_in_one_call_as_one_by_one(protocol):
+    # Session.receive_many (one native call for a read's frames) gives, in
+    # order, the events receive() gives frame by frame: messages, the ping's
+    # answer, drops with their details; on 2.0 a frame that does not open is
+    # fatal, and so is every frame after it
+    from smsgnet import Message
+    from smsgnet.session import FrameDropped, MessageReceived, PingReceived, Proven
+
+    config = TransportConfig(rate_limit_burst=None, strict_sender=True)
+    sender, receiver, now = (session_pair_2 if protocol == "2.0" else session_pair_1)(config)
+    first = Message.new("note", sender.local_id, receiver.local_id, {"n": 1})
+    frames = [sender.seal(first, now),
+              sender.seal(Message.ping(sender.local_id, receiver.local_id, 5), now),
+              sender.seal_json(first.id, first.to_json(), now),  # the same ID again
+              sender.seal(Message.new("note", "f" * 64, receiver.local_id, 2), now),  # another sender
+              sender.seal(Message.new("note", sender.local_id, receiver.local_id, {"n": 3}), now)]
+    receiver.proven = False  # as an acceptor's session starts: the first message proves the peer
+    events = receiver.receive_many(frames, now)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["Proven", "MessageReceived", "PingReceived", "FrameDropped", "FrameDropped",
+                     "MessageReceived"], kinds
+    assert isinstance(events[0], Proven)
+    assert isinstance(events[1], MessageReceived) and events[1].message == first
+    assert isinstance(events[2], PingReceived) and events[2].pong.reply_to == events[2].message.id
+    assert (events[3].reason, events[4].reason) == ("duplicate", "wrong_sender")
+    assert "from" in events[4].detail and not events[3].fatal and not events[4].fatal
+    assert events[5].message.payload == {"n": 3}
+    assert receiver.drops == {"duplicate": 1, "wrong_sender": 1} and receiver.messages_in == 3
+    if protocol == "2.0":
+        later = [sender.seal(Message.new("a", sender.local_id, receiver.local_id), now), b"\x00" * 40,
+                 sender.seal(Message.new("b", sender.local_id, receiver.local_id), now)]
+        events = receiver.receive_many(later, now)
+        assert isinstance(events[0], MessageReceived)
+        drops = [e for e in events[1:] if isinstance(e, FrameDropped)]
+        assert [e.fatal for e in drops] == [True, True] and drops[0].reason == "undecryptable"
