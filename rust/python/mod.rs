@@ -557,7 +557,7 @@ pub(crate) fn message_fields(py: Python<'_>, body: &[u8], spans: &smsg::FieldSpa
     let text = |span: &Option<std::ops::Range<usize>>| -> Option<Bound<'_, PyString>> {
         Some(match span {
             Some(r) => PyString::new(py, std::str::from_utf8(body.get(r.clone())?).ok()?),
-            None => PyString::new(py, ""),
+            None => pyo3::intern!(py, "").clone(),
         })
     };
     let payload = match &spans.payload {
@@ -663,13 +663,12 @@ impl FrameReceiver {
         let now = Some(now_or_clock(now)?);
         let out = PyList::empty(py);
         for frame in frames.iter() {
-            let entry = match self.verdict(py, &frame, now)? {
-                Verdict::Accepted(body, spans) => (pyo3::intern!(py, "ok").clone(), accepted(py, &body, spans)),
-                Verdict::Dropped(reason, detail) => {
-                    (PyString::intern(py, reason.as_str()), PyString::new(py, &detail).into_any().unbind())
+            match self.verdict(py, &frame, now)? {
+                Verdict::Accepted(body, spans) => {
+                    out.append((pyo3::intern!(py, "ok"), accepted(py, &body, spans), false))?
                 }
-            };
-            out.append((entry.0, entry.1, false))?;
+                Verdict::Dropped(reason, detail) => out.append((PyString::intern(py, reason.as_str()), detail, false))?,
+            }
         }
         Ok(out)
     }
